@@ -1,0 +1,33 @@
+"""External tools for tests: skip locally when missing, fail under CI (CI=true)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require(tool: str) -> str:
+    """Return the path of ``tool``; skip if missing, or fail when running under CI."""
+    path = shutil.which(tool) or (tool if os.path.isabs(tool) and os.access(tool, os.X_OK) else None)
+    if path:
+        return path
+    message = f"required tool {tool!r} is not installed (.ci/run installs it)"
+    if in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def artifact_dir(name: str) -> Path:
+    """A folder under test-artifacts/ for screenshots and rendered files."""
+    path = ARTIFACTS / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path

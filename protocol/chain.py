@@ -1,0 +1,211 @@
+"""Chain verification: a pure function over a known head and a run of entries.
+
+Checks, in this order, naming the first failure (DESIGN.md §3): canonical decoding and shape;
+``v``; ``log``; ``epoch``; ``seq`` = previous + 1; ``prev`` = previous hash; ``time`` not before the
+previous entry's; the Ed25519 signature by the key registered for (log, epoch); for seq 1, a
+well-formed ``log.genesis`` naming that same key. Body validation per kind is a separate step
+(``protocol.kinds``) whose failure quarantines an entry instead of breaking the chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, replace
+
+from protocol.encoding import b64url_decode
+from protocol.entry import GENESIS_KIND, HASH_RE, VERSION, Entry
+from protocol.errors import (
+    BadGenesis,
+    BadSignature,
+    BadVersion,
+    ChainBroken,
+    KeyMismatch,
+    ProtocolError,
+    SequenceGap,
+    TimeWentBackwards,
+    WrongEpoch,
+    WrongLog,
+)
+from protocol.keys import PublicKey
+from protocol.position import Head
+
+__all__ = ["ChainState", "check_genesis", "verify_chain", "verify_next"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainState:
+    """What a verifier knows about one log epoch: its key and the last verified entry."""
+
+    log: str
+    epoch: int
+    key: PublicKey
+    seq: int = 0
+    head: str | None = None
+    time: tuple[int, int] = (0, 0)
+
+    @classmethod
+    def start(cls, log: str, epoch: int, key: PublicKey) -> ChainState:
+        """Before entry 1 of the epoch."""
+        return cls(log=log, epoch=epoch, key=key)
+
+    @property
+    def as_head(self) -> Head:
+        return Head(self.log, self.epoch, self.seq, self.head)
+
+
+def check_genesis(entry: Entry, key: PublicKey) -> None:
+    """Entry 1 of an epoch must be ``log.genesis`` naming the log, the epoch and the registered key."""
+    if entry.kind != GENESIS_KIND:
+        raise BadGenesis(f"entry 1 must be {GENESIS_KIND}, not {entry.kind}")
+    body = entry.body
+    if body.keys() != {"node", "epoch", "key", "previous"}:
+        raise BadGenesis("genesis body must have exactly node, epoch, key, previous")
+    if body["node"] != entry.log:
+        raise BadGenesis(f"genesis names node {body['node']!r} in log {entry.log}")
+    if type(body["epoch"]) is not int or body["epoch"] != entry.epoch:
+        raise BadGenesis(f"genesis names epoch {body['epoch']!r} in epoch {entry.epoch}")
+    if body["key"] != key.text:
+        raise KeyMismatch("genesis names another key than the one registered for this log epoch")
+    previous = body["previous"]
+    if entry.epoch == 1:
+        if previous is not None:
+            raise BadGenesis("epoch 1 has no previous epoch")
+        return
+    if type(previous) is not dict or previous.keys() != {"epoch", "seq", "head"}:
+        raise BadGenesis("genesis of epoch >= 2 must name the sealed head {epoch, seq, head}")
+    p_epoch, p_seq, p_head = previous["epoch"], previous["seq"], previous["head"]
+    if type(p_epoch) is not int or not 1 <= p_epoch < entry.epoch:
+        raise BadGenesis("previous.epoch must be an earlier epoch")
+    if type(p_seq) is not int or p_seq < 0:
+        raise BadGenesis("previous.seq must be an integer >= 0")
+    if (p_seq == 0) != (p_head is None) or (
+        p_head is not None and (type(p_head) is not str or not HASH_RE.fullmatch(p_head))
+    ):
+        raise BadGenesis("previous.head must be the hex hash of entry previous.seq (null when seq is 0)")
+
+
+def _check_links(state: ChainState, entry: Entry) -> None:
+    """Every check that precedes the signature: version, log, epoch, seq, prev, time."""
+    if entry.v != VERSION:
+        raise BadVersion(f"version {entry.v} is not {VERSION}")
+    if entry.log != state.log:
+        raise WrongLog(f"entry of log {entry.log} in log {state.log}")
+    if entry.epoch != state.epoch:
+        raise WrongEpoch(f"entry of epoch {entry.epoch} in epoch {state.epoch}")
+    if entry.seq != state.seq + 1:
+        raise SequenceGap(expected=state.seq + 1, got=entry.seq)
+    if entry.prev != state.head:
+        raise ChainBroken(expected=state.head, got=entry.prev)
+    if entry.time < state.time:
+        raise TimeWentBackwards(f"time {list(entry.time)} is before {list(state.time)}")
+
+
+def _check_signature(key: PublicKey, entry: Entry) -> None:
+    try:
+        signature = b64url_decode(entry.sig, length=64)
+    except ValueError as exc:
+        raise BadSignature(f"sig: {exc}") from None
+    if not key.verify(signature, entry.signable()):
+        raise BadSignature(f"signature of {entry.position} does not verify with the registered key")
+
+
+def _check_kind(key: PublicKey, entry: Entry) -> None:
+    """The checks after the signature: genesis at seq 1 and only there."""
+    if entry.seq == 1:
+        check_genesis(entry, key)
+    elif entry.kind == GENESIS_KIND:
+        raise BadGenesis(f"{GENESIS_KIND} is only allowed at seq 1")
+
+
+def verify_next(state: ChainState, entry: Entry) -> ChainState:
+    """Verify one already-parsed entry against the state; return the new state."""
+    _check_links(state, entry)
+    _check_signature(state.key, entry)
+    _check_kind(state.key, entry)
+    return replace(state, seq=entry.seq, head=entry.hash, time=entry.time)
+
+
+def _fail(exc: ProtocolError, index: int, state: ChainState) -> ProtocolError:
+    exc.index = index  # type: ignore[attr-defined]
+    exc.state = state  # type: ignore[attr-defined]
+    return exc
+
+
+def verify_chain(
+    state: ChainState, entries: Iterable[bytes | Entry], *, executor: Executor | None = None, batch: int = 64
+) -> ChainState:
+    """Verify a run of entries (raw canonical bytes or parsed) continuing ``state``.
+
+    Returns the state after the last entry. On failure raises the precise ProtocolError with
+    ``index`` (0-based offset in ``entries``) and ``state`` (the last good state) attached.
+
+    With an ``executor`` (threads: Ed25519 verification releases the GIL), signatures are checked in
+    batches of ``batch`` concurrently with decoding and link checks. The result and the error reported
+    are exactly those of the sequential order: the first failing entry, and for it the first failing check.
+    """
+    if executor is None:
+        for index, item in enumerate(entries):
+            try:
+                entry = Entry.parse(item) if isinstance(item, bytes) else item
+                state = verify_next(state, entry)
+            except ProtocolError as exc:
+                raise _fail(exc, index, state) from None
+        return state
+    return _verify_parallel(state, list(entries), executor, batch)
+
+
+def _first_bad_signature(key: PublicKey, run: list[Entry], offset: int) -> tuple[int, ProtocolError] | None:
+    for i, entry in enumerate(run):
+        try:
+            _check_signature(key, entry)
+        except ProtocolError as exc:
+            return offset + i, exc
+    return None
+
+
+def _verify_parallel(
+    state: ChainState, items: list[bytes | Entry], executor: Executor, batch: int
+) -> ChainState:
+    states: list[ChainState] = []  # states[i] = state before entry i
+    parsed: list[Entry] = []
+    futures: list[Future[tuple[int, ProtocolError] | None]] = []
+    link_failure: tuple[int, ProtocolError] | None = None
+    kind_failure: tuple[int, ProtocolError] | None = None
+    current = state
+    for index, item in enumerate(items):
+        try:
+            entry = Entry.parse(item) if isinstance(item, bytes) else item
+            _check_links(current, entry)
+        except ProtocolError as exc:
+            link_failure = (index, exc)
+            break
+        if kind_failure is None:
+            try:
+                _check_kind(current.key, entry)
+            except ProtocolError as exc:
+                kind_failure = (index, exc)
+        states.append(current)
+        parsed.append(entry)
+        current = replace(current, seq=entry.seq, head=entry.hash, time=entry.time)
+        if len(parsed) % batch == 0:
+            start = len(parsed) - batch
+            futures.append(executor.submit(_first_bad_signature, state.key, parsed[start:], start))
+    tail = len(parsed) - len(parsed) % batch
+    if tail < len(parsed):
+        futures.append(executor.submit(_first_bad_signature, state.key, parsed[tail:], tail))
+    signature_failure: tuple[int, ProtocolError] | None = None
+    for future in futures:
+        found = future.result()
+        if found is not None and signature_failure is None:
+            signature_failure = found
+    # The sequential order: for one entry links, then signature, then kind; across entries, the first.
+    candidates = [
+        (found[0], phase, found[1])
+        for phase, found in enumerate((link_failure, signature_failure, kind_failure))
+        if found is not None
+    ]
+    if candidates:
+        index, _, error = min(candidates, key=lambda c: (c[0], c[1]))
+        raise _fail(error, index, states[index] if index < len(states) else current)
+    return current

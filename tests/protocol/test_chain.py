@@ -150,6 +150,12 @@ def test_gap_reports_expected_seq() -> None:
     with pytest.raises(SequenceGap) as info:
         verify_chain(start(), [chain[0], chain[1], chain[3]])
     assert (info.value.expected, info.value.got, info.value.index) == (3, 4, 2)  # type: ignore[attr-defined]
+    good = info.value.state  # type: ignore[attr-defined]
+    assert isinstance(good, ChainState) and (good.seq, good.head, good.time) == (
+        2,
+        chain[1].hash,
+        chain[1].time,
+    )
 
 
 CHAIN = make_chain(6)

@@ -425,4 +425,3 @@ async def link_blobs(db: aiosqlite.Connection, *, derived: str, source: str, rel
         "INSERT OR IGNORE INTO blob_links (derived, source, relation) VALUES (?, ?, ?)",
         (derived, source, relation),
     )
-

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
 import unicodedata
 import warnings
 from collections.abc import Iterator
@@ -162,15 +163,17 @@ def open_scan(path: Path, limits: ScanLimits = ScanLimits()) -> Iterator[OpenedS
         else:
             yield _reject("unreadable", "Không mở được tệp để đọc.", f"{exc.strerror}")
         return
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        yield _reject(
+            "not_regular",
+            "Không phải tệp thông thường (thư mục, FIFO hoặc thiết bị): bỏ qua.",
+            stat.filemode(st.st_mode),
+        )
+        return
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            yield _reject(
-                "not_regular",
-                "Không phải tệp thông thường (thư mục, FIFO hoặc thiết bị): bỏ qua.",
-                stat.filemode(st.st_mode),
-            )
-        elif st.st_nlink > 1:
+        if st.st_nlink > 1:
             yield _reject(
                 "hard_link",
                 "Tệp có nhiều liên kết cứng (hard link): không nhận, vì nội dung có thể "
@@ -292,6 +295,13 @@ def _validate_image(data: bytes, kind: str, shown: str, limits: ScanLimits) -> V
             "cụt, đang được ghi, hoặc có dữ liệu lạ ghép phía sau.",
             incomplete=True,
         )
+    if kind == "tiff" and (why := _tiff_incomplete(data)):
+        return _reject(
+            "image_incomplete",
+            "Tệp TIFF chưa hoàn chỉnh (cấu trúc trang trỏ ra ngoài tệp): có thể bị cắt cụt, đang được ghi.",
+            why,
+            incomplete=True,
+        )
     if kind == "png" and not data.endswith(_PNG_IEND):
         return _reject(
             "image_incomplete",
@@ -316,7 +326,9 @@ def _validate_image(data: bytes, kind: str, shown: str, limits: ScanLimits) -> V
                     if im.size[0] * im.size[1] > limits.max_pixels:
                         return _reject("image_too_large", f"Trang {i + 1} của ảnh quá lớn.")
                     im.load()
-    except Exception as exc:  # Pillow: OSError (truncated), SyntaxError, ValueError, DecompressionBomb*
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return _reject("image_too_large", "Ảnh quá lớn (số điểm ảnh vượt giới hạn).", str(exc))
+    except Exception as exc:  # Pillow: OSError (truncated), SyntaxError, ValueError, EOFError...
         return _reject(
             "image_invalid",
             "Tệp ảnh bị hỏng hoặc bị cắt cụt, không đọc được.",
@@ -334,3 +346,60 @@ def _validate_image(data: bytes, kind: str, shown: str, limits: ScanLimits) -> V
             f"{type(exc).__name__}: {exc}",
         )
     return ValidScan(kind, MEDIA_TYPES[kind], len(data), pages, shown, pdf=bytes(pdf))
+
+
+_TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+
+
+def _tiff_values(data: bytes, endian: str, typ: int, count: int, pos: int) -> list[int] | None:
+    width = {3: 2, 4: 4}.get(typ)
+    if width is None or count > 1_000_000:
+        return None
+    if count * width > 4:
+        (pos,) = struct.unpack_from(endian + "I", data, pos)
+        if pos + count * width > len(data):
+            return None
+    return list(struct.unpack_from(f"{endian}{count}{'H' if width == 2 else 'I'}", data, pos))
+
+
+def _tiff_incomplete(data: bytes) -> str | None:
+    """Walk the IFD chain: every directory and every strip/tile must lie inside the file.
+
+    Pillow silently stops at a next-IFD pointer past the end, so a multi-page TIFF cut short would
+    otherwise be accepted with fewer pages.
+    """
+    endian = "<" if data[:2] == b"II" else ">"
+    size = len(data)
+    try:
+        (offset,) = struct.unpack_from(endian + "I", data, 4)
+        seen: set[int] = set()
+        while offset:
+            if offset in seen or len(seen) > 10_000:
+                return "IFD loop"
+            seen.add(offset)
+            (n,) = struct.unpack_from(endian + "H", data, offset)
+            end = offset + 2 + 12 * n + 4
+            if end > size:
+                return f"IFD at {offset} runs past the end"
+            tags = {}
+            for i in range(n):
+                entry = offset + 2 + 12 * i
+                tag, typ, count = struct.unpack_from(endian + "HHI", data, entry)
+                tags[tag] = (typ, count, entry + 8)
+                length = _TIFF_TYPE_SIZES.get(typ, 1) * count
+                if length > 4 and struct.unpack_from(endian + "I", data, entry + 8)[0] + length > size:
+                    return f"tag {tag} value runs past the end"
+            for offsets_tag, counts_tag in ((273, 279), (324, 325)):
+                if offsets_tag in tags and counts_tag in tags:
+                    offs = _tiff_values(data, endian, *tags[offsets_tag])
+                    lens = _tiff_values(data, endian, *tags[counts_tag])
+                    if (
+                        offs is None
+                        or lens is None
+                        or any(o + c > size for o, c in zip(offs, lens, strict=False))
+                    ):
+                        return "image data runs past the end"
+            (offset,) = struct.unpack_from(endian + "I", data, end - 4)
+    except struct.error:
+        return "header runs past the end"
+    return None

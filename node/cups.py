@@ -86,7 +86,15 @@ def lp_error_message(text: str, queue: str) -> str:
 
 
 async def printer_status(name: str, queue: str, server: str = "", timeout: float = 10.0) -> PrinterStatus:
-    """State of a CUPS queue from ``lpstat -p``, ``lpstat -a`` and ``lpstat -W not-completed -o``."""
+    """State of a CUPS queue from ``lpstat -r``, ``-p``, ``-a`` and ``-W not-completed -o``."""
+    rc, out, err = await cups_command(["lpstat", "-r"], server, timeout)
+    if rc == 127 or "is running" not in out:
+        message = (
+            lp_error_message(err, queue)
+            if rc == 127
+            else "Dịch vụ in CUPS không chạy hoặc không kết nối được."
+        )
+        return PrinterStatus(name, "unreachable", message, detail=(err or out).strip())
     rc, out, err = await cups_command(["lpstat", "-p", queue], server, timeout)
     if rc != 0 or not out.strip():
         message = lp_error_message(err or out, queue)

@@ -60,7 +60,18 @@ async def _pdf_first_page(path: Path, size_px: int, timeout: float) -> bytes:
     exe = shutil.which("pdftoppm")
     if exe is None:
         raise ThumbnailFailed("Máy trạm thiếu công cụ pdftoppm (gói poppler-utils) để tạo ảnh xem trước.")
-    argv = [exe, "-png", "-f", "1", "-l", "1", "-singlefile", "-scale-to", str(size_px), str(path), "-"]
+    argv = [
+        exe,
+        "-png",
+        "-f",
+        "1",
+        "-l",
+        "1",
+        "-singlefile",
+        "-scale-to",
+        str(size_px),
+        str(path),
+    ]  # no root: PNG on stdout
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,

@@ -92,7 +92,7 @@ class FormPDF(FPDF):
         self.line_h = line  # mm per body line
         self.set_margins(30, 20, 15)
         self.set_auto_page_break(True, margin=20)
-        for style, suffix in (("", "Regular"), ("B", "Bold"), ("I", "Italic"), ("BI", "BoldItalic")):
+        for style, suffix in (("", "Regular"), ("B", "Bold"), ("I", "Italic")):
             self.add_font(_FONT, style, str(FONT_DIR / f"LiberationSerif-{suffix}.ttf"))
         self.set_font(_FONT, size=13)
         self.set_creation_date(local_time(created))

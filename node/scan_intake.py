@@ -290,7 +290,7 @@ def list_rejected(folder: Path) -> list[RejectedFile]:
         return []
     out = []
     for reason in rejected.glob("*.reason.txt"):
-        fields = {}
+        fields: dict[str, str] = {}
         for line in reason.read_text(encoding="utf-8", errors="replace").splitlines():
             key, sep, value = line.partition(": ")
             if sep:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -192,7 +193,7 @@ class FormPDF(FPDF):
         self,
         headings: tuple[str, ...],
         widths: tuple[int, ...],
-        rows: list[tuple[str, ...]],
+        rows: Sequence[tuple[str, ...]],
         align: tuple[str, ...] | None = None,
     ) -> None:
         """A bordered table with a bold heading row (numbers centred by default)."""

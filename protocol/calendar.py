@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from enum import StrEnum
@@ -22,6 +21,7 @@ from functools import cache
 from importlib import resources
 
 from protocol.errors import CalendarInvalid, CalendarNotCovered
+from protocol.schema import Fields
 
 __all__ = [
     "VN_TZ",
@@ -40,7 +40,6 @@ VN_TZ = timezone(timedelta(hours=7), "ICT")
 """Indochina Time, the legal time of Vietnam."""
 
 FORMAT = 1
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MAX_TEXT = 300
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -224,124 +223,84 @@ def _with_note(entry: dict[str, object], note: str | None) -> dict[str, object]:
     return entry
 
 
+def _fail(reason: str, where: str) -> CalendarInvalid:
+    return CalendarInvalid(reason, field=where or None)
+
+
 def _parse(data: Mapping[str, object]) -> Calendar:
-    if not isinstance(data, Mapping):
-        raise CalendarInvalid("calendar data must be an object")
-    _keys(data, "", required={"format", "version", "published", "weekend", "years"})
-    if data["format"] != FORMAT:
-        raise CalendarInvalid(f"unsupported format {data['format']!r}, expected {FORMAT}", field="format")
-    version = _text(data["version"], "version", max_len=64)
-    published = _date(data["published"], "published")
-    weekend_raw = data["weekend"]
-    if not isinstance(weekend_raw, list) or not all(type(d) is int and 1 <= d <= 7 for d in weekend_raw):
-        raise CalendarInvalid("must be a list of ISO weekdays 1 (Monday) .. 7 (Sunday)", field="weekend")
-    if len(set(weekend_raw)) != len(weekend_raw) or len(weekend_raw) > 3:
-        raise CalendarInvalid("must hold at most 3 distinct weekdays", field="weekend")
-    weekend = frozenset(weekend_raw)
-    years_raw = data["years"]
+    top = Fields.of(data, "", _fail, required={"format", "version", "published", "weekend", "years"})
+    top.int_choice("format", {FORMAT})
+    weekend_list = [value for _, value in top.items("weekend", min_items=1, max_items=3)]
+    if not all(type(d) is int and 1 <= d <= 7 for d in weekend_list) or len(set(weekend_list)) != len(
+        weekend_list
+    ):
+        raise _fail("must be distinct ISO weekdays 1 (Monday) .. 7 (Sunday)", "weekend")
+    weekend = frozenset(d for d in weekend_list if isinstance(d, int))
+    years_raw = top.raw("years")
     if not isinstance(years_raw, Mapping) or not years_raw:
-        raise CalendarInvalid("must be a non-empty object keyed by year", field="years")
+        raise _fail("must be a non-empty object keyed by year", "years")
     years = []
     for key in sorted(years_raw):
         if not re.fullmatch(r"20\d\d", key):
-            raise CalendarInvalid(f"year key {key!r} is not a year 2000..2099", field="years")
+            raise _fail(f"year key {key!r} is not a year 2000..2099", "years")
         years.append(_year(int(key), years_raw[key], weekend))
-    return Calendar(version=version, published=published, weekend=weekend, years=tuple(years))
+    return Calendar(
+        version=top.text("version", max_len=64),
+        published=top.date("published"),
+        weekend=weekend,
+        years=tuple(years),
+    )
 
 
 def _year(year: int, raw: object, weekend: frozenset[int]) -> YearSchedule:
     path = f"years.{year}"
-    if not isinstance(raw, Mapping):
-        raise CalendarInvalid("must be an object", field=path)
-    _keys(raw, path, required={"status", "days_off", "working_days"}, optional={"source", "note"})
-    if raw["status"] not in ("official", "provisional"):
-        raise CalendarInvalid("must be 'official' or 'provisional'", field=f"{path}.status")
-    source = _text(raw["source"], f"{path}.source") if "source" in raw else None
-    note = _text(raw["note"], f"{path}.note") if "note" in raw else None
+    fields = Fields.of(
+        raw, path, _fail, required={"status", "days_off", "working_days"}, optional={"source", "note"}
+    )
+    status = fields.choice("status", {"official", "provisional"})
     seen: set[date] = set()
     days_off = []
-    for i, item in enumerate(_list(raw["days_off"], f"{path}.days_off")):
-        where = f"{path}.days_off[{i}]"
-        _keys(item, where, required={"date", "name", "kind"}, optional={"note"})
-        day = _day_in(item["date"], year, seen, f"{where}.date")
-        if item["kind"] not in {k.value for k in DayOffKind}:
-            raise CalendarInvalid("must be holiday, compensatory or swap", field=f"{where}.kind")
+    for where, item in fields.items("days_off", max_items=60):
+        entry = Fields.of(item, where, _fail, required={"date", "name", "kind"}, optional={"note"})
         days_off.append(
             DayOff(
-                day=day,
-                name=_text(item["name"], f"{where}.name"),
-                kind=DayOffKind(str(item["kind"])),
-                note=_text(item["note"], f"{where}.note") if "note" in item else None,
+                day=_day_in(entry, year, seen),
+                name=entry.text("name", max_len=_MAX_TEXT),
+                kind=DayOffKind(entry.choice("kind", {k.value for k in DayOffKind})),
+                note=entry.opt_text("note", max_len=_MAX_TEXT),
             )
         )
     working = []
-    for i, item in enumerate(_list(raw["working_days"], f"{path}.working_days")):
-        where = f"{path}.working_days[{i}]"
-        _keys(item, where, required={"date", "name"}, optional={"note"})
-        day = _day_in(item["date"], year, seen, f"{where}.date")
+    for where, item in fields.items("working_days", max_items=60):
+        entry = Fields.of(item, where, _fail, required={"date", "name"}, optional={"note"})
+        day = _day_in(entry, year, seen)
         if day.isoweekday() not in weekend:
-            raise CalendarInvalid(
+            raise _fail(
                 f"{day.isoformat()} is already a working weekday; only weekend days can be swapped in",
-                field=f"{where}.date",
+                entry.where("date"),
             )
         working.append(
             SwappedWorkday(
                 day=day,
-                name=_text(item["name"], f"{where}.name"),
-                note=_text(item["note"], f"{where}.note") if "note" in item else None,
+                name=entry.text("name", max_len=_MAX_TEXT),
+                note=entry.opt_text("note", max_len=_MAX_TEXT),
             )
         )
     return YearSchedule(
         year=year,
-        provisional=raw["status"] == "provisional",
+        provisional=status == "provisional",
         days_off=tuple(sorted(days_off, key=lambda d: d.day)),
         working_days=tuple(sorted(working, key=lambda w: w.day)),
-        source=source,
-        note=note,
+        source=fields.opt_text("source", max_len=_MAX_TEXT),
+        note=fields.opt_text("note", max_len=_MAX_TEXT),
     )
 
 
-def _keys(obj: object, path: str, *, required: set[str], optional: Iterable[str] = ()) -> None:
-    if not isinstance(obj, Mapping):
-        raise CalendarInvalid("must be an object", field=path or None)
-    missing = sorted(required - obj.keys())
-    if missing:
-        raise CalendarInvalid("is required", field=f"{path}.{missing[0]}" if path else missing[0])
-    unknown = sorted(str(k) for k in obj.keys() - required - set(optional))
-    if unknown:
-        raise CalendarInvalid("is not a known field", field=f"{path}.{unknown[0]}" if path else unknown[0])
-
-
-def _list(value: object, path: str) -> list[Mapping[str, object]]:
-    if not isinstance(value, list):
-        raise CalendarInvalid("must be a list", field=path)
-    return value
-
-
-def _text(value: object, path: str, *, max_len: int = _MAX_TEXT) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise CalendarInvalid("must be a non-empty string", field=path)
-    if unicodedata.normalize("NFC", value) != value:
-        raise CalendarInvalid("must be in Unicode NFC", field=path)
-    if len(value) > max_len:
-        raise CalendarInvalid(f"must be at most {max_len} characters", field=path)
-    return value
-
-
-def _date(value: object, path: str) -> date:
-    if not isinstance(value, str) or not _DATE_RE.match(value):
-        raise CalendarInvalid("must be a date YYYY-MM-DD", field=path)
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise CalendarInvalid(f"{value!r} is not a real date", field=path) from None
-
-
-def _day_in(value: object, year: int, seen: set[date], path: str) -> date:
-    day = _date(value, path)
+def _day_in(entry: Fields, year: int, seen: set[date]) -> date:
+    day = entry.date("date")
     if day.year != year:
-        raise CalendarInvalid(f"{day.isoformat()} is not in year {year}", field=path)
+        raise _fail(f"{day.isoformat()} is not in year {year}", entry.where("date"))
     if day in seen:
-        raise CalendarInvalid(f"{day.isoformat()} is listed twice", field=path)
+        raise _fail(f"{day.isoformat()} is listed twice", entry.where("date"))
     seen.add(day)
     return day

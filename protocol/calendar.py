@@ -237,7 +237,7 @@ def _parse(data: Mapping[str, object]) -> Calendar:
         raise _fail("must be distinct ISO weekdays 1 (Monday) .. 7 (Sunday)", "weekend")
     weekend = frozenset(d for d in weekend_list if isinstance(d, int))
     years_raw = top.raw("years")
-    if not isinstance(years_raw, Mapping) or not years_raw:
+    if not isinstance(years_raw, Mapping) or not years_raw or not all(isinstance(k, str) for k in years_raw):
         raise _fail("must be a non-empty object keyed by year", "years")
     years = []
     for key in sorted(years_raw):

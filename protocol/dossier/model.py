@@ -16,12 +16,12 @@ from protocol.errors import CitizenIdInvalid
 from protocol.schema import Fields
 
 __all__ = [
-    "CHUNK_SIZE",
-    "MAX_CHUNKS",
-    "MEDIA_TYPES",
     "Applicant",
     "BlobManifest",
+    "CHUNK_SIZE",
     "DocumentItem",
+    "MAX_CHUNKS",
+    "MEDIA_TYPES",
     "ProcedureRef",
     "Recipient",
     "RegisterLine",

@@ -17,6 +17,7 @@ from protocol.calendar import (
     local_datetime,
 )
 from protocol.errors import CalendarInvalid, CalendarNotCovered
+from tests.protocol.helpers import DELETE, set_path
 
 
 @pytest.fixture(scope="module")
@@ -122,48 +123,41 @@ def test_round_trip_through_data(cal: Calendar) -> None:
     assert Calendar.from_data(cal.to_data()) == cal
 
 
-def _data(cal: Calendar) -> dict[str, object]:
-    return copy.deepcopy(cal.to_data())
-
-
-def _years(data: dict[str, object]) -> dict[str, dict[str, list[dict[str, object]]]]:
-    return data["years"]  # type: ignore[return-value]
-
-
 @pytest.mark.parametrize(
-    ("mutate", "field"),
+    ("path", "value", "field"),
     [
-        (lambda d: d.pop("version"), "version"),
-        (lambda d: d.__setitem__("format", 2), "format"),
-        (lambda d: d.__setitem__("extra", 1), "extra"),
-        (lambda d: d.__setitem__("published", "20261120"), "published"),
-        (lambda d: d.__setitem__("weekend", [6, 6]), "weekend"),
-        (lambda d: d.__setitem__("weekend", [0]), "weekend"),
-        (lambda d: d.__setitem__("years", {}), "years"),
-        (lambda d: _years(d).pop("2026"), "years"),
-        (lambda d: _years(d).__setitem__("1999", _years(d)["2025"]), "years"),
-        (lambda d: _years(d)["2026"].__setitem__("status", "draft"), "years.2026.status"),
-        (lambda d: _years(d)["2026"]["days_off"][0].__setitem__("date", "2026-02-30"), "years.2026.days_off[0].date"),
-        (lambda d: _years(d)["2026"]["days_off"][0].__setitem__("date", "2025-12-31"), "years.2026.days_off[0].date"),
-        (lambda d: _years(d)["2026"]["days_off"][1].__setitem__("date", "2026-01-01"), "years.2026.days_off[1].date"),
-        (lambda d: _years(d)["2026"]["days_off"][0].__setitem__("kind", "party"), "years.2026.days_off[0].kind"),
-        (lambda d: _years(d)["2026"]["days_off"][0].__setitem__("name", "Te\u0302t"), "years.2026.days_off[0].name"),
-        (lambda d: _years(d)["2026"]["days_off"][0].__setitem__("name", " "), "years.2026.days_off[0].name"),
-        (lambda d: _years(d)["2026"]["working_days"][0].__setitem__("date", "2026-01-12"), "years.2026.working_days[0].date"),
-        (lambda d: _years(d)["2026"]["working_days"][0].pop("name"), "years.2026.working_days[0].name"),
+        ("version", DELETE, "version"),
+        ("format", 2, "format"),
+        ("extra", 1, "extra"),
+        ("published", "20261120", "published"),
+        ("weekend", [6, 6], "weekend"),
+        ("weekend", [0], "weekend"),
+        ("years", {}, "years"),
+        ("years.2026", DELETE, "years"),
+        ("years.1999", {}, "years"),
+        ("years.2026.status", "draft", "years.2026.status"),
+        ("years.2026.days_off.0.date", "2026-02-30", "years.2026.days_off[0].date"),
+        ("years.2026.days_off.0.date", "2025-12-31", "years.2026.days_off[0].date"),
+        ("years.2026.days_off.1.date", "2026-01-01", "years.2026.days_off[1].date"),
+        ("years.2026.days_off.0.kind", "party", "years.2026.days_off[0].kind"),
+        ("years.2026.days_off.0.name", "Te\u0302t", "years.2026.days_off[0].name"),
+        ("years.2026.days_off.0.name", " ", "years.2026.days_off[0].name"),
+        ("years.2026.working_days.0.date", "2026-01-12", "years.2026.working_days[0].date"),
+        ("years.2026.working_days.0.name", DELETE, "years.2026.working_days[0].name"),
     ],
 )
-def test_invalid_data_names_the_field(cal: Calendar, mutate: object, field: str) -> None:
-    data = _data(cal)
-    mutate(data)  # type: ignore[operator]
+def test_invalid_data_names_the_field(cal: Calendar, path: str, value: object, field: str) -> None:
+    data = copy.deepcopy(cal.to_data())
+    set_path(data, path, value)
     with pytest.raises(CalendarInvalid) as info:
         Calendar.from_data(data)
     assert info.value.field == field
 
 
 def test_pushed_calendar_can_add_a_holiday(cal: Calendar) -> None:
-    data = _data(cal)
-    _years(data)["2026"]["days_off"].append({"date": "2026-11-24", "name": "Ngày Văn hóa Việt Nam", "kind": "holiday"})
+    data = copy.deepcopy(cal.to_data())
+    holiday = {"date": "2026-11-24", "name": "Ngày Văn hóa Việt Nam", "kind": "holiday"}
+    data["years"]["2026"]["days_off"].append(holiday)  # type: ignore[index]
     data["version"] = "2026.3"
     pushed = Calendar.from_data(data)
     assert not pushed.is_working_day(date(2026, 11, 24))

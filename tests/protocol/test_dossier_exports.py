@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
-
-import importlib
 
 import protocol.dossier as dossier
 

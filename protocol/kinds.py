@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from protocol.dossier.events import BODY_VALIDATORS as DOSSIER_VALIDATORS
 from protocol.entry import GENESIS_KIND
 from protocol.errors import BodyInvalid
 
@@ -22,7 +23,7 @@ def _genesis(body: Mapping[str, Any]) -> None:
     """Genesis bodies are checked by the chain verifier itself (they are part of the chain)."""
 
 
-_VALIDATORS: dict[str, Validator] = {GENESIS_KIND: _genesis}
+_VALIDATORS: dict[str, Validator] = {GENESIS_KIND: _genesis, **DOSSIER_VALIDATORS}
 
 
 def is_known(kind: str) -> bool:

@@ -282,7 +282,8 @@ async function main() {
     docs: count,
     size,
     bytes: populated.bytes,
-    avg_doc_bytes: Number((populated.bytes / count).toFixed(1)),
+    // docs: UTF-8 JSON bytes of the documents; attachments: attachment bytes only.
+    avg_doc_bytes: mode === 'docs' ? Number((populated.bytes / count).toFixed(1)) : undefined,
     seconds: Number(seconds.toFixed(6)),
     docs_per_s: Number((count / seconds).toFixed(1)),
     mib_per_s: Number((populated.bytes / 1048576 / seconds).toFixed(3)),

@@ -1,7 +1,7 @@
 """Reference peer for the sync benchmarks: PouchDB replicating to a PouchDB server over HTTP.
 
     python -m bench.pouchdb [--docs N] [--size S] [--attachments M] [--attachment-size B]
-                            [--only docs|attachments] [--timeout SECONDS]
+                            [--only docs|attachments] [--fsync] [--timeout SECONDS]
 
 Each run starts ``bench/pouchdb/server.js`` (express-pouchdb over PouchDB's on-disk LevelDB adapter) in a
 fresh temporary directory on a free loopback port, runs ``bench/pouchdb/replicate.js`` against it (a local
@@ -113,11 +113,12 @@ def _tail(path: Path, limit: int = 4000) -> str:
 class _Server:
     """server.js in ``work/server``, on a free port of 127.0.0.1; stderr goes to ``work/server.log``."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, *, fsync: bool) -> None:
         self.log_path = work / "server.log"
         self._log = open(self.log_path, "wb")  # closed in stop()
         self.proc = subprocess.Popen(
-            [_tool("node"), "server.js", "--dir", str(work / "server"), "--port", "0", "--host", "127.0.0.1"],
+            [_tool("node"), "server.js", "--dir", str(work / "server"), "--port", "0", "--host", "127.0.0.1"]
+            + (["--fsync"] if fsync else []),
             cwd=PEER_DIR,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -148,11 +149,11 @@ class _Server:
         self._log.close()
 
 
-def _run(mode: str, count: int, size: int, timeout: float, extra: list[str]) -> dict[str, Any]:
+def _run(mode: str, count: int, size: int, timeout: float, fsync: bool, extra: list[str]) -> dict[str, Any]:
     ensure_installed()
     with tempfile.TemporaryDirectory(prefix=f"motcua-pouchdb-{mode}-", ignore_cleanup_errors=True) as tmp:
         work = Path(tmp)
-        server = _Server(work)
+        server = _Server(work, fsync=fsync)
         try:
             cmd = [
                 _tool("node"),
@@ -199,26 +200,39 @@ def _run(mode: str, count: int, size: int, timeout: float, extra: list[str]) -> 
                 ) from exc
         finally:
             server.stop()
-        result["server"] = {"adapter": server.info.get("adapter"), "versions": server.info.get("versions")}
+        result["server"] = {key: server.info.get(key) for key in ("adapter", "fsync", "versions")}
         return result
 
 
 def run_docs(
-    n: int = 25000, size: int = 500, *, timeout: float = 1200.0, batch_size: int | None = None
+    n: int = 25000,
+    size: int = 500,
+    *,
+    fsync: bool = False,
+    timeout: float = 1200.0,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
-    """Replicate ``n`` dossier documents of ~``size`` bytes; the result has ``docs_per_s``."""
+    """Replicate ``n`` dossier documents of ~``size`` bytes; the result has ``docs_per_s``.
+
+    ``fsync=True``: the server's LevelDB writes are synchronous (stock PouchDB does not fsync).
+    ``batch_size``: PouchDB's replication batch size (default: PouchDB's own, 100)."""
     extra = [] if batch_size is None else ["--batch-size", str(batch_size)]
-    return _run("docs", n, size, timeout, extra)
+    return _run("docs", n, size, timeout, fsync, extra)
 
 
 def run_attachments(
-    count: int = 200, size: int = 1 << 20, *, timeout: float = 1200.0, batch_size: int | None = None
+    count: int = 200,
+    size: int = 1 << 20,
+    *,
+    fsync: bool = False,
+    timeout: float = 1200.0,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Replicate ``count`` documents, each with one attachment of ``size`` random bytes.
 
-    The result has ``mib_per_s`` (attachment bytes only)."""
+    The result has ``mib_per_s`` (attachment bytes only). ``fsync`` and ``batch_size`` as for run_docs."""
     extra = [] if batch_size is None else ["--batch-size", str(batch_size)]
-    return _run("attachments", count, size, timeout, extra)
+    return _run("attachments", count, size, timeout, fsync, extra)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,13 +242,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attachments", type=int, default=200, help="attachments in that run (default 200)")
     parser.add_argument("--attachment-size", type=int, default=1 << 20, help="bytes per attachment (1 MiB)")
     parser.add_argument("--only", choices=("docs", "attachments"), help="run only one of the two")
+    parser.add_argument("--fsync", action="store_true", help="server LevelDB writes synchronous (not stock)")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per run (default 1200)")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {}
     if args.only in (None, "docs"):
-        results["docs"] = run_docs(args.docs, args.size, timeout=args.timeout)
+        results["docs"] = run_docs(args.docs, args.size, fsync=args.fsync, timeout=args.timeout)
     if args.only in (None, "attachments"):
-        results["attachments"] = run_attachments(args.attachments, args.attachment_size, timeout=args.timeout)
+        results["attachments"] = run_attachments(
+            args.attachments, args.attachment_size, fsync=args.fsync, timeout=args.timeout
+        )
     print(json.dumps(results, indent=2, ensure_ascii=False))
     return 0
 

@@ -1,11 +1,14 @@
 'use strict';
 // Reference peer, server side: express-pouchdb over PouchDB's on-disk LevelDB adapter.
 //
-//   node server.js --dir DIR [--port 0] [--host 127.0.0.1]
+//   node server.js --dir DIR [--port 0] [--host 127.0.0.1] [--fsync]
 //
 // Databases live under DIR (one LevelDB directory per database). With --port 0 the kernel picks a free
 // port. Once listening, ONE JSON line is printed on stdout:
 //   {"event":"listening","host":"127.0.0.1","port":N,"pid":P,"dir":"...","versions":{...}}
+// --fsync: every LevelDB write is made with {sync: true} (fdatasync of LevelDB's log before PouchDB
+// acknowledges), a variant for comparing with a hub that fsyncs each commit. Without it: stock PouchDB,
+// whose LevelDB writes reach the OS (write(2)) but are not fsynced.
 // No request logging (express-pouchdb's "minimumForPouchDB" mode: no log file, no config file).
 // SIGTERM / SIGINT close the HTTP server, then exit 0.
 
@@ -18,6 +21,7 @@ const { values: args } = parseArgs({
     dir: { type: 'string' },
     port: { type: 'string', default: '0' },
     host: { type: 'string', default: '127.0.0.1' },
+    fsync: { type: 'boolean', default: false },
   },
 });
 
@@ -40,6 +44,7 @@ fs.mkdirSync(dir, { recursive: true });
 const express = require('express');
 const expressPouchDB = require('express-pouchdb');
 const PouchDB = require('pouchdb-node');
+const leveldown = require('leveldown');
 
 function versionOf(name) {
   return require(`${name}/package.json`).version;
@@ -53,8 +58,30 @@ const versions = {
   leveldown: versionOf('leveldown'),
 };
 
+// leveldown with every write synchronous. PouchDB writes through levelup -> abstract-leveldown's
+// batch/put/del -> these _batch/_put/_del, so forcing `sync` here covers all of its writes.
+function LevelDOWNSync(location) {
+  const db = leveldown(location);
+  const batch = db._batch;
+  const put = db._put;
+  const del = db._del;
+  db._batch = function (ops, options, cb) {
+    return batch.call(this, ops, Object.assign({}, options, { sync: true }), cb);
+  };
+  db._put = function (key, value, options, cb) {
+    return put.call(this, key, value, Object.assign({}, options, { sync: true }), cb);
+  };
+  db._del = function (key, options, cb) {
+    return del.call(this, key, Object.assign({}, options, { sync: true }), cb);
+  };
+  return db;
+}
+LevelDOWNSync.destroy = leveldown.destroy;
+
 // Every database the server opens is a LevelDB directory under DIR.
-const ServerPouchDB = PouchDB.defaults({ prefix: dir + path.sep });
+const ServerPouchDB = PouchDB.defaults(
+  args.fsync ? { prefix: dir + path.sep, db: LevelDOWNSync } : { prefix: dir + path.sep },
+);
 
 const app = express();
 app.disable('x-powered-by');
@@ -73,6 +100,7 @@ const server = app.listen(port, args.host, () => {
     pid: process.pid,
     dir,
     adapter: 'leveldb',
+    fsync: args.fsync,
     versions,
   };
   process.stdout.write(JSON.stringify(line) + '\n');

@@ -12,6 +12,7 @@ from typing import Any
 
 from protocol.entry import GENESIS_KIND
 from protocol.errors import BodyInvalid
+from protocol.hubkinds import HUB_VALIDATORS
 
 __all__ = ["Validator", "is_known", "validate_body"]
 
@@ -22,7 +23,7 @@ def _genesis(body: Mapping[str, Any]) -> None:
     """Genesis bodies are checked by the chain verifier itself (they are part of the chain)."""
 
 
-_VALIDATORS: dict[str, Validator] = {GENESIS_KIND: _genesis}
+_VALIDATORS: dict[str, Validator] = {GENESIS_KIND: _genesis, **HUB_VALIDATORS}
 
 
 def is_known(kind: str) -> bool:

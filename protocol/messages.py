@@ -250,12 +250,14 @@ class ErrorReply:
         return cls(value["error"], value["reason"], value["hub_time"], head, value["index"])
 
 
-BLOB_STATES = ("complete", "partial", "missing")
+BLOB_STATES = ("complete", "partial", "missing", "unknown")
 
 
 @dataclass(frozen=True, slots=True)
 class BlobNeed:
-    """What the hub holds of one blob: ``missing`` lists the chunk indexes it still needs."""
+    """What the hub holds of one blob: ``missing`` lists the chunk indexes it still needs.
+
+    ``unknown`` means no entry the asking node may see references the blob (push its metadata first)."""
 
     sha256: str
     state: str

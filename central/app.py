@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
@@ -9,8 +11,10 @@ from prometheus_client import generate_latest
 
 from central import sync_api
 from central.config import CentralConfig
+from central.dossiers import DOSSIERS, TRACK_LIMIT, Dossiers, IpLimiter, track_routes
 from central.errors import error_middleware, now_ms
 from central.hub import HUB, Hub
+from central.officers import officer_routes
 
 __all__ = ["HUB", "make_app"]
 
@@ -32,13 +36,24 @@ def make_app(config: CentralConfig, *, clock: Callable[[], int] = now_ms) -> web
     async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
         hub = await Hub.open(config, clock)
         app[HUB] = hub
+        dossiers = Dossiers(hub.store, clock)
+        hub.receiver.committed.append(dossiers.committed)
+        hub.mailbox.committed.append(dossiers.committed)
+        app[DOSSIERS] = dossiers
+        app[TRACK_LIMIT] = IpLimiter(config.track_rate_per_min)
+        projector = asyncio.create_task(dossiers.run(), name="dossier-projector")
         try:
             yield
         finally:
+            projector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await projector
             await hub.close()
 
     app.cleanup_ctx.append(hub_ctx)
     app.add_routes(sync_api.routes)
+    app.add_routes(officer_routes)
+    app.add_routes(track_routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

@@ -18,7 +18,7 @@ from central.config import ConfigError, load
 from central.errors import CentralError, now_ms
 from central.hub import Hub
 from central.mailbox import BROADCAST, Post
-
+from central.officers import add_officer
 from protocol import ProtocolError, fingerprint, generate_private_key, public_key_text, save_private_key
 
 __all__ = ["main"]

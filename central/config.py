@@ -104,7 +104,7 @@ def _coerce(name: str, raw: Any, kind: Any) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if not isinstance(raw, str):
+    if not isinstance(raw, str | Path):
         raise ConfigError(f"{name} must be a string")
     return target(raw)
 

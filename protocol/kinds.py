@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from protocol.entry import GENESIS_KIND
 from protocol.dossier.events import BODY_VALIDATORS
+from protocol.entry import GENESIS_KIND
 from protocol.errors import BodyInvalid
 from protocol.hubkinds import HUB_VALIDATORS
 

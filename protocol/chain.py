@@ -133,7 +133,12 @@ def _fail(exc: ProtocolError, index: int, state: ChainState) -> ProtocolError:
 
 
 def verify_chain(
-    state: ChainState, entries: Iterable[bytes | Entry], *, executor: Executor | None = None, batch: int = 64
+    state: ChainState,
+    entries: Iterable[bytes | Entry],
+    *,
+    executor: Executor | None = None,
+    batch: int = 64,
+    parsed: list[Entry] | None = None,
 ) -> ChainState:
     """Verify a run of entries (raw canonical bytes or parsed) continuing ``state``.
 
@@ -143,6 +148,8 @@ def verify_chain(
     With an ``executor`` (threads: Ed25519 verification releases the GIL), signatures are checked in
     batches of ``batch`` concurrently with decoding and link checks. The result and the error reported
     are exactly those of the sequential order: the first failing entry, and for it the first failing check.
+
+    ``parsed``, an empty list if given, receives the parsed entries (a caller of raw bytes parses once).
     """
     if executor is None:
         for index, item in enumerate(entries):
@@ -151,8 +158,10 @@ def verify_chain(
                 state = verify_next(state, entry)
             except ProtocolError as exc:
                 raise _fail(exc, index, state) from None
+            if parsed is not None:
+                parsed.append(entry)
         return state
-    return _verify_parallel(state, list(entries), executor, batch)
+    return _verify_parallel(state, list(entries), executor, batch, [] if parsed is None else parsed)
 
 
 def _first_bad_signature(key: PublicKey, run: list[Entry], offset: int) -> tuple[int, ProtocolError] | None:
@@ -165,10 +174,9 @@ def _first_bad_signature(key: PublicKey, run: list[Entry], offset: int) -> tuple
 
 
 def _verify_parallel(
-    state: ChainState, items: list[bytes | Entry], executor: Executor, batch: int
+    state: ChainState, items: list[bytes | Entry], executor: Executor, batch: int, parsed: list[Entry]
 ) -> ChainState:
     states: list[ChainState] = []  # states[i] = state before entry i
-    parsed: list[Entry] = []
     futures: list[Future[tuple[int, ProtocolError] | None]] = []
     link_failure: tuple[int, ProtocolError] | None = None
     kind_failure: tuple[int, ProtocolError] | None = None

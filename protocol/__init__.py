@@ -3,6 +3,16 @@
 Pure: standard library and ``cryptography`` only (no asyncio, sqlite or aiohttp). See SPEC.md.
 """
 
+from protocol.auth import (
+    AuthError,
+    ReplayCache,
+    RequestClaims,
+    body_digest,
+    parse_auth_headers,
+    sign_request,
+    verify_request,
+)
+from protocol.blobs import BlobMismatch, Manifest, manifest_for_bytes
 from protocol.chain import ChainState, check_genesis, verify_chain, verify_next
 from protocol.encoding import (
     MAX_DEPTH,
@@ -14,6 +24,7 @@ from protocol.encoding import (
     decode,
     nfc,
 )
+from protocol.enrollment import Enrollment, EnrollmentRequest, InviteToken, TokenInvalid, sign_enrollment
 from protocol.entry import (
     GENESIS_KIND,
     SIGN_DOMAIN,
@@ -51,6 +62,7 @@ from protocol.errors import (
     WrongLog,
 )
 from protocol.hlc import HybridClock, Timestamp
+from protocol.hubkinds import HUB_KINDS, is_hub_log, mailbox_log
 from protocol.keys import (
     PublicKey,
     fingerprint,
@@ -62,39 +74,58 @@ from protocol.keys import (
     save_private_key,
 )
 from protocol.kinds import validate_body
-from protocol.messages import HubState, LogHead, PushResult, Receipt, sign_receipt
+from protocol.messages import (
+    BlobNeed,
+    ErrorReply,
+    Heartbeat,
+    HubState,
+    LogHead,
+    PushResult,
+    Receipt,
+    sign_receipt,
+)
 from protocol.position import Head, Position
 
 __version__ = "1"
 
 __all__ = [
     "GENESIS_KIND",
+    "HUB_KINDS",
     "MAX_DEPTH",
     "MAX_ENTRY_BYTES",
     "MAX_SAFE_INT",
     "SIGN_DOMAIN",
+    "AuthError",
     "BadGenesis",
     "BadShape",
     "BadSignature",
     "BadVersion",
+    "BlobMismatch",
+    "BlobNeed",
     "BodyInvalid",
     "ChainBroken",
     "ChainState",
     "DecodeError",
     "DomainError",
     "DuplicateKey",
+    "Enrollment",
+    "EnrollmentRequest",
     "Entry",
     "EntryError",
+    "ErrorReply",
     "FloatNotAllowed",
     "Head",
+    "Heartbeat",
     "HubState",
     "HybridClock",
     "IntegerOutOfRange",
     "InvalidJSON",
+    "InviteToken",
     "KeyError_",
     "KeyMismatch",
     "LogHead",
     "LoneSurrogate",
+    "Manifest",
     "NotCanonical",
     "NotNFC",
     "Position",
@@ -102,15 +133,19 @@ __all__ = [
     "PublicKey",
     "PushResult",
     "Receipt",
+    "ReplayCache",
+    "RequestClaims",
     "SequenceGap",
     "TimeWentBackwards",
     "Timestamp",
+    "TokenInvalid",
     "TooDeep",
     "TooLarge",
     "WrongEpoch",
     "WrongLog",
     "b64url_decode",
     "b64url_encode",
+    "body_digest",
     "canonical",
     "check_genesis",
     "decode",
@@ -118,16 +153,23 @@ __all__ = [
     "fingerprint",
     "generate_private_key",
     "genesis_body",
+    "is_hub_log",
     "load_private_key",
+    "mailbox_log",
+    "manifest_for_bytes",
     "nfc",
+    "parse_auth_headers",
     "parse_public_key",
     "private_key_from_seed",
     "public_key_text",
     "save_private_key",
+    "sign_enrollment",
     "sign_entry",
     "sign_receipt",
+    "sign_request",
     "signable_bytes",
     "validate_body",
     "verify_chain",
     "verify_next",
+    "verify_request",
 ]

@@ -13,6 +13,7 @@ from typing import Any
 from protocol.dossier.events import BODY_VALIDATORS as DOSSIER_VALIDATORS
 from protocol.entry import GENESIS_KIND
 from protocol.errors import BodyInvalid
+from protocol.hubkinds import HUB_VALIDATORS
 
 __all__ = ["Validator", "is_known", "validate_body"]
 
@@ -23,7 +24,7 @@ def _genesis(body: Mapping[str, Any]) -> None:
     """Genesis bodies are checked by the chain verifier itself (they are part of the chain)."""
 
 
-_VALIDATORS: dict[str, Validator] = {GENESIS_KIND: _genesis, **DOSSIER_VALIDATORS}
+_VALIDATORS: dict[str, Validator] = {GENESIS_KIND: _genesis, **HUB_VALIDATORS, **DOSSIER_VALIDATORS}
 
 
 def is_known(kind: str) -> bool:

@@ -132,7 +132,12 @@ def test_push_result_and_hub_state_wire() -> None:
     result = PushResult(accepted=2, duplicates=1, quarantined=(3,), receipt=receipt)
     assert PushResult.from_wire(result.to_wire()) == result
     state = HubState(
-        hub_time=9, logs=(LogHead("CN01", 1, 3, "b" * 64),), mailboxes=(LogHead("hub.CN01", 1, 0, None),)
+        hub_time=9,
+        node="CN01",
+        epoch=1,
+        status="active",
+        logs=(LogHead("CN01", 1, 3, "b" * 64),),
+        mailboxes=(LogHead("hub.CN01", 1, 0, None),),
     )
     assert HubState.from_wire(state.to_wire()) == state
     with pytest.raises(BadShape):

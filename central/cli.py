@@ -1,0 +1,210 @@
+"""``motcua-central``: init, serve, node invite/list/revoke/release, officer add, log export, verify."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from central.app import make_app
+from central.audit import verify_all
+from central.config import ConfigError, load
+from central.errors import CentralError, now_ms
+from central.hub import Hub
+from central.mailbox import BROADCAST, Post
+from central.officers import add_officer
+from protocol import ProtocolError, fingerprint, generate_private_key, public_key_text, save_private_key
+
+__all__ = ["main"]
+
+
+def _data(args: argparse.Namespace) -> Path:
+    return Path(args.data).resolve()
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    data = _data(args)
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key_path = data / "hub.key"
+    if key_path.exists():
+        print(f"error: {data} is already initialised (hub.key exists)", file=sys.stderr)
+        return 1
+    key = generate_private_key()
+    save_private_key(key, key_path)
+    config = load(data, listen=args.listen, public_url=args.public_url)
+
+    async def create() -> None:
+        hub = await Hub.open(config, now_ms)
+        await hub.close()
+
+    asyncio.run(create())
+    print(f"hub initialised in {data}")
+    print(f"hub key: {public_key_text(key)}")
+    print(f"fingerprint: {fingerprint(public_key_text(key))}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = load(_data(args), listen=args.listen)
+    web.run_app(make_app(config), host=config.host, port=config.port, print=None)
+    return 0
+
+
+async def _with_hub(args: argparse.Namespace, work):  # type: ignore[no-untyped-def]
+    hub = await Hub.open(load(_data(args)), now_ms)
+    try:
+        return await work(hub)
+    finally:
+        await hub.close()
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    async def invite(hub: Hub) -> int:
+        ttl = hub.config.invite_ttl_h * 3600 * 1000
+        url = args.url or hub.config.public_url
+        token = await hub.registry.invite(
+            args.id, args.kind, args.name, hub_url=url, hub_key=hub.public_key, now=now_ms(), ttl_ms=ttl
+        )
+        print(token.encode())
+        print(
+            f"one-time token for {args.id}, valid {hub.config.invite_ttl_h} h; hub key {token.fp}",
+            file=sys.stderr,
+        )
+        return 0
+
+    async def listing(hub: Hub) -> int:
+        rows = await hub.registry.nodes()
+        if args.json:
+            print(json.dumps([dataclasses.asdict(n) for n in rows], ensure_ascii=False))
+            return 0
+        for n in rows:
+            seen = hub.registry.last_seen.get(n.node)
+            print(
+                f"{n.node:<12} {n.kind:<7} epoch {n.epoch:<3} {n.status:<12} {n.name} {n.reason}".rstrip()
+                + ("" if seen is None else f" seen {seen}")
+            )
+        return 0
+
+    async def revoke(hub: Hub) -> int:
+        epoch, cut = await hub.registry.revoke(args.id, after=args.after, reason=args.reason, now=now_ms())
+        body = {"node": args.id, "epoch": epoch, "after_seq": cut, "reason": args.reason}
+        await hub.mailbox.post([Post(BROADCAST, "hub.revocation", body)])
+        print(f"{args.id}/{epoch} revoked; entries after seq {cut} are quarantined for review")
+        return 0
+
+    async def release(hub: Hub) -> int:
+        await hub.registry.release(args.id, now=now_ms())
+        print(f"{args.id} released from quarantine")
+        return 0
+
+    work = {"invite": invite, "list": listing, "revoke": revoke, "release": release}[args.node_command]
+    return int(asyncio.run(_with_hub(args, work)))
+
+
+def cmd_officer(args: argparse.Namespace) -> int:
+    async def add(hub: Hub) -> int:
+        token = await add_officer(hub.store, args.id, args.name, now=now_ms())
+        print(token)
+        return 0
+
+    return int(asyncio.run(_with_hub(args, add)))
+
+
+def cmd_log_export(args: argparse.Namespace) -> int:
+    async def export(hub: Hub) -> int:
+        epoch = args.epoch
+        if epoch is None:
+            info = await hub.registry.node(args.log)
+            epoch = info.epoch if info is not None and info.epoch else 1
+        after = 0
+        out = sys.stdout.buffer
+        while True:
+            page = await hub.store.entries(args.log, epoch, after, 1000)
+            if not page:
+                break
+            for raw in page:
+                out.write(raw + b"\n")
+            after += len(page)
+        out.flush()
+        if after == 0:
+            print(f"no entries for {args.log}/{epoch}", file=sys.stderr)
+            return 1
+        return 0
+
+    return int(asyncio.run(_with_hub(args, export)))
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    async def verify(hub: Hub) -> int:
+        report = await verify_all(hub, progress=not args.quiet)
+        for line in report.problems:
+            print(f"problem: {line}")
+        print(
+            f"verified {report.logs} logs, {report.entries} entries, {report.receipts} receipts: "
+            f"{'ok' if not report.problems else f'{len(report.problems)} problems'}"
+        )
+        return 0 if not report.problems else 1
+
+    return int(asyncio.run(_with_hub(args, verify)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="motcua-central", description="motcua central hub")
+    parser.add_argument("--data", default=".", help="hub state directory (default: current directory)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("init", help="create the hub key and database")
+    p.add_argument("--listen", default=None)
+    p.add_argument("--public-url", default=None)
+    p.set_defaults(func=cmd_init)
+    p = sub.add_parser("serve", help="run the hub")
+    p.add_argument("--listen", default=None, help="HOST:PORT (default 127.0.0.1:8470)")
+    p.set_defaults(func=cmd_serve)
+    node = sub.add_parser("node", help="enrolled nodes").add_subparsers(dest="node_command", required=True)
+    p = node.add_parser("invite", help="print a one-time enrollment token")
+    p.add_argument("id")
+    p.add_argument("--kind", choices=("branch", "van", "point"), required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--url", default=None, help="hub URL for the node (default: public_url)")
+    p = node.add_parser("list", help="nodes, epochs and status")
+    p.add_argument("--json", action="store_true")
+    p = node.add_parser("revoke", help="refuse a node's key from now on")
+    p.add_argument("id")
+    p.add_argument("--after", type=int, default=None, help="last trusted seq (default: what the hub holds)")
+    p.add_argument("--reason", default="revoked by an administrator")
+    p = node.add_parser("release", help="clear a node quarantined after a fork")
+    p.add_argument("id")
+    for p in node.choices.values():
+        p.set_defaults(func=cmd_node)
+    officer = sub.add_parser("officer", help="officers").add_subparsers(dest="officer_command", required=True)
+    p = officer.add_parser("add", help="create an officer and print their API token")
+    p.add_argument("id")
+    p.add_argument("--name", required=True)
+    p.set_defaults(func=cmd_officer)
+    log = sub.add_parser("log", help="stored logs").add_subparsers(dest="log_command", required=True)
+    p = log.add_parser("export", help="write a stored log epoch as NDJSON to stdout")
+    p.add_argument("--log", required=True)
+    p.add_argument("--epoch", type=int, default=None)
+    p.set_defaults(func=cmd_log_export)
+    p = sub.add_parser("verify", help="re-verify every stored log and every receipt issued")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, CentralError, ProtocolError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

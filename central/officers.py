@@ -1,0 +1,159 @@
+"""Officers' actions on dossiers (JSON API, bearer-token authenticated).
+
+``POST /api/v1/officer/dossiers/<code>/<action>`` with the event's own fields as a JSON object. The hub
+adds ``dossier`` and ``actor`` (``officer:<id>``), validates the body with the protocol's validator, and
+writes the event in the mailbox of the node that received the dossier, forwarding it to the pickup node
+when that is another branch (boundary-free reception). ``result_ready`` may carry the result file
+(``file``: ``{"media_type", "pages", "data"}``, data in base64url): the hub stores it as a blob and writes a
+``dossier.attachment`` (role ``result``) before the ``dossier.result_ready`` naming its SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from typing import Any
+
+from aiohttp import web
+
+from central.dossiers import DOSSIERS
+from central.errors import BadRequest, NotFound, TooLarge, Unauthorized, Unprocessable
+from central.hub import HUB
+from central.mailbox import Post
+from central.store import SqliteStore
+from protocol import (
+    BodyInvalid,
+    b64url_decode,
+    b64url_encode,
+    canonical,
+    decode,
+    mailbox_log,
+    manifest_for_bytes,
+    nfc,
+)
+from protocol.dossier import MEDIA_TYPES, is_dossier_code
+
+__all__ = ["ACTIONS", "add_officer", "officer_routes"]
+
+ACTIONS = {
+    "transfer": "dossier.transferred",
+    "processing": "dossier.processing",
+    "request_supplement": "dossier.supplement_requested",
+    "financial_obligation": "dossier.financial_obligation",
+    "result_ready": "dossier.result_ready",
+    "refuse": "dossier.result_ready",
+    "stop": "dossier.stopped",
+}
+MAX_ACTION_BYTES = 12 * 1024 * 1024
+officer_routes = web.RouteTableDef()
+
+
+async def add_officer(store: SqliteStore, officer: str, name: str, *, now: int) -> str:
+    """Create an officer; returns the API token (shown once; only its SHA-256 is kept)."""
+    token = "mco_" + b64url_encode(os.urandom(32))
+    async with store.write() as db:
+        await db.execute(
+            "INSERT INTO officers (officer, name, token_sha256, created_ms) VALUES (?, ?, ?, ?)",
+            (officer, name, hashlib.sha256(token.encode()).hexdigest(), now),
+        )
+    return token
+
+
+async def _officer(request: web.Request, store: SqliteStore) -> str:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer ") or len(header) > 200:
+        raise Unauthorized("officer_unauthorized", "an officer token is required (Authorization: Bearer ...)")
+    digest = hashlib.sha256(header[7:].strip().encode()).hexdigest()
+    row = await store.fetchone(
+        "SELECT officer, token_sha256 FROM officers WHERE token_sha256 = ? AND disabled_ms IS NULL", (digest,)
+    )
+    if row is None or not hmac.compare_digest(row[1], digest):
+        raise Unauthorized("officer_unauthorized", "unknown or disabled officer token")
+    return str(row[0])
+
+
+def _result_file(fields: dict[str, Any]) -> tuple[bytes, str, int] | None:
+    spec = fields.pop("file", None)
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or spec.keys() != {"media_type", "pages", "data"}:
+        raise BadRequest("bad_action", "file must be {media_type, pages, data}")
+    if spec["media_type"] not in MEDIA_TYPES or type(spec["pages"]) is not int or spec["pages"] < 1:
+        raise BadRequest("bad_action", f"file media_type must be one of {MEDIA_TYPES}, pages >= 1")
+    try:
+        data = b64url_decode(spec["data"])
+    except ValueError:
+        raise BadRequest("bad_action", "file data must be base64url without padding") from None
+    if not data:
+        raise BadRequest("bad_action", "the result file is empty")
+    return data, spec["media_type"], spec["pages"]
+
+
+@officer_routes.post("/api/v1/officer/dossiers/{code}/{action}")
+async def act(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    officer = await _officer(request, hub.store)
+    code, action = request.match_info["code"], request.match_info["action"]
+    kind = ACTIONS.get(action)
+    if kind is None:
+        raise NotFound("not_found", f"unknown action {action}; one of {', '.join(ACTIONS)}")
+    if not is_dossier_code(code):
+        raise NotFound("not_found", "no such dossier")
+    raw = await request.content.read(MAX_ACTION_BYTES + 1)
+    if len(raw) > MAX_ACTION_BYTES:
+        raise TooLarge("too_large", f"an action is at most {MAX_ACTION_BYTES} bytes")
+    try:
+        fields = nfc(json.loads(raw or b"{}"))
+    except ValueError:
+        raise BadRequest("bad_action", "the body must be a JSON object") from None
+    if not isinstance(fields, dict) or {"dossier", "actor"} & fields.keys():
+        raise BadRequest("bad_action", "the body is an object of the event's fields (without dossier, actor)")
+    routing = await request.app[DOSSIERS].routing(code)
+    if routing is None:
+        raise NotFound("not_found", "the hub holds no reception of this dossier yet")
+    actor = f"officer:{officer}"
+    result = _result_file(fields) if action == "result_ready" else None
+    if action == "refuse":
+        fields["outcome"] = "refused"
+    body = {**fields, "dossier": code, "actor": actor}
+    posts = []
+    forward = () if routing.pickup_node == routing.receiving_node else (mailbox_log(routing.pickup_node),)
+    target = mailbox_log(routing.receiving_node)
+    if result is not None:
+        data, media_type, pages = result
+        manifest = manifest_for_bytes(data, media_type, pages)
+        await hub.blobs.store_local(data, manifest)
+        attachment = {
+            "dossier": code,
+            "actor": actor,
+            "document": "Kết quả giải quyết",
+            "role": "result",
+            "manifest": manifest.to_body(),
+        }
+        posts.append(Post(target, "dossier.attachment", attachment, forward))
+        body["result_sha256"] = manifest.sha256
+    posts.append(Post(target, kind, body, forward))
+    try:
+        written = await hub.mailbox.post(posts)
+    except BodyInvalid as exc:
+        raise Unprocessable("bad_action", exc.reason) from None
+    await request.app[DOSSIERS].refresh(code)
+    answer = [{"log": e.log, "seq": e.seq, "kind": e.kind, "hash": e.hash} for e in written]
+    return web.Response(body=canonical({"entries": answer}), content_type="application/json", status=201)
+
+
+@officer_routes.get("/api/v1/officer/dossiers/{code}")
+async def show(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    await _officer(request, hub.store)
+    code = request.match_info["code"]
+    await request.app[DOSSIERS].refresh(code)
+    row = await hub.store.fetchone(
+        "SELECT receiving_node, pickup_node, state, conflicts FROM dossiers WHERE code = ?", (code,)
+    )
+    if row is None:
+        raise NotFound("not_found", "no such dossier at the hub")
+    view = {"receiving_node": row[0], "pickup_node": row[1], "conflicts": row[3], **decode(bytes(row[2]))}
+    return web.Response(body=canonical(view), content_type="application/json")

@@ -1,0 +1,176 @@
+"""The hub's SQL schema as named migration steps, applied once in order and recorded."""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS"]
+
+_CORE = """
+CREATE TABLE nodes (
+    node          TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL CHECK (kind IN ('branch', 'van', 'point')),
+    name          TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('invited', 'active', 'quarantined', 'revoked')),
+    status_reason TEXT NOT NULL DEFAULT '',
+    epoch         INTEGER NOT NULL DEFAULT 0,      -- current epoch (0 until enrolled)
+    created_ms    INTEGER NOT NULL,
+    last_seen_ms  INTEGER
+) STRICT;
+
+-- One row per (node, epoch): the key bound at enrollment, what its genesis must name, and the seal.
+CREATE TABLE node_epochs (
+    node          TEXT NOT NULL REFERENCES nodes (node),
+    epoch         INTEGER NOT NULL CHECK (epoch >= 1),
+    key           TEXT NOT NULL UNIQUE,
+    enrolled_ms   INTEGER NOT NULL,
+    prev_epoch    INTEGER,                          -- genesis "previous" (NULL at epoch 1)
+    prev_seq      INTEGER,
+    prev_head     TEXT,
+    sealed_ms     INTEGER,                          -- set when a later epoch starts: no more pushes
+    revoked_after INTEGER,                          -- revocation cut: entries after it are not trusted
+    PRIMARY KEY (node, epoch)
+) STRICT;
+
+CREATE TABLE invites (
+    secret_sha256 TEXT PRIMARY KEY,
+    node          TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    created_ms    INTEGER NOT NULL,
+    expires_ms    INTEGER NOT NULL,
+    used_ms       INTEGER
+) STRICT;
+
+-- Every entry of every log (node logs and the hub's own), exactly the canonical bytes received.
+CREATE TABLE entries (
+    log         TEXT NOT NULL,
+    epoch       INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    hash        TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    time_ms     INTEGER NOT NULL,
+    time_n      INTEGER NOT NULL,
+    dossier     TEXT,
+    raw         BLOB NOT NULL,
+    received_ms INTEGER NOT NULL,
+    PRIMARY KEY (log, epoch, seq)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX entries_dossier ON entries (dossier) WHERE dossier IS NOT NULL;
+
+CREATE TABLE heads (
+    log     TEXT NOT NULL,
+    epoch   INTEGER NOT NULL,
+    seq     INTEGER NOT NULL,
+    hash    TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    time_n  INTEGER NOT NULL,
+    PRIMARY KEY (log, epoch)
+) STRICT, WITHOUT ROWID;
+
+-- Every receipt the hub signed (motcua-central verify re-checks them all).
+CREATE TABLE receipts (
+    log      TEXT NOT NULL,
+    epoch    INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    head     TEXT NOT NULL,
+    hub_time INTEGER NOT NULL,
+    sig      TEXT NOT NULL,
+    PRIMARY KEY (log, epoch, seq)
+) STRICT, WITHOUT ROWID;
+
+-- Entries kept but held for a person: body invalid for its kind, or pushed after a revocation cut.
+CREATE TABLE quarantine (
+    log        TEXT NOT NULL,
+    epoch      INTEGER NOT NULL,
+    seq        INTEGER NOT NULL,
+    hash       TEXT NOT NULL,
+    code       TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    decision   TEXT CHECK (decision IN ('accepted', 'rejected')),
+    decided_ms INTEGER,
+    PRIMARY KEY (log, epoch, seq)
+) STRICT;
+
+-- Equivocation evidence: a second validly signed entry at a stored position.
+CREATE TABLE forks (
+    id           INTEGER PRIMARY KEY,
+    log          TEXT NOT NULL,
+    epoch        INTEGER NOT NULL,
+    seq          INTEGER NOT NULL,
+    stored_hash  TEXT NOT NULL,
+    offered_hash TEXT NOT NULL,
+    offered_raw  BLOB NOT NULL,
+    detected_ms  INTEGER NOT NULL,
+    UNIQUE (log, epoch, seq, offered_hash)
+) STRICT;
+
+CREATE TABLE alarms (
+    id         INTEGER PRIMARY KEY,
+    node       TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    message    TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    cleared_ms INTEGER
+) STRICT;
+
+CREATE TABLE blobs (
+    sha256       TEXT PRIMARY KEY,
+    size         INTEGER NOT NULL,
+    media_type   TEXT NOT NULL,
+    manifest     BLOB NOT NULL,                    -- canonical manifest from the signed entry
+    state        TEXT NOT NULL CHECK (state IN ('partial', 'complete')),
+    created_ms   INTEGER NOT NULL,
+    completed_ms INTEGER
+) STRICT;
+CREATE TABLE blob_chunks (
+    sha256 TEXT NOT NULL,
+    idx    INTEGER NOT NULL,
+    PRIMARY KEY (sha256, idx)
+) STRICT, WITHOUT ROWID;
+-- Which entries reference a blob: a node may upload or fetch only blobs its logs or mailbox name.
+CREATE TABLE blob_refs (
+    sha256 TEXT NOT NULL,
+    log    TEXT NOT NULL,
+    epoch  INTEGER NOT NULL,
+    seq    INTEGER NOT NULL,
+    PRIMARY KEY (sha256, log, epoch, seq)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE heartbeats (
+    node        TEXT NOT NULL,
+    received_ms INTEGER NOT NULL,
+    skew_ms     INTEGER NOT NULL,
+    body        BLOB NOT NULL,
+    PRIMARY KEY (node, received_ms)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE officers (
+    officer       TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    token_sha256  TEXT NOT NULL UNIQUE,
+    created_ms    INTEGER NOT NULL,
+    disabled_ms   INTEGER
+) STRICT;
+
+-- Routing and tracking facts per dossier, kept current by the fold after each commit.
+CREATE TABLE dossiers (
+    code           TEXT PRIMARY KEY,
+    receiving_node TEXT NOT NULL,
+    pickup_node    TEXT NOT NULL,
+    lookup         BLOB,                            -- canonical lookup-code hash object, or NULL
+    state          BLOB NOT NULL,                   -- canonical public view (status, timeline, due)
+    conflicts      INTEGER NOT NULL DEFAULT 0,
+    updated_ms     INTEGER NOT NULL
+) STRICT;
+CREATE TABLE dossier_conflicts (
+    code      TEXT NOT NULL,
+    log       TEXT NOT NULL,
+    epoch     INTEGER NOT NULL,
+    seq       INTEGER NOT NULL,
+    reason    TEXT NOT NULL,
+    found_ms  INTEGER NOT NULL,
+    PRIMARY KEY (code, log, epoch, seq)
+) STRICT;
+"""
+
+MIGRATIONS: list[tuple[str, str]] = [("0001_hub_core", _CORE)]

@@ -1,0 +1,245 @@
+"""HTTP endpoints the nodes call (SPEC.md §7): ``/v1/enroll`` and ``/v1/sync/...``.
+
+Each handler authenticates (except enrollment, which carries its token), reads the body with a streamed
+byte count, then calls the domain (registry, receive, mailbox, blobs, heartbeat). Errors are turned into
+HTTP answers by ``central.errors.error_middleware`` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from central.errors import BadRequest, Forbidden, NotFound, TooLarge, Unauthorized
+from central.hub import HUB, Hub
+from central.mailbox import BROADCAST, HUB_EPOCH
+from central.registry import NodeInfo
+from protocol import (
+    AuthError,
+    EnrollmentRequest,
+    Heartbeat,
+    HubState,
+    LogHead,
+    ProtocolError,
+    canonical,
+    decode,
+    mailbox_log,
+    parse_auth_headers,
+    verify_request,
+)
+from protocol.blobs import CHUNK_SIZE
+from protocol.entry import HASH_RE, LOG_RE
+
+__all__ = ["NDJSON", "routes"]
+
+NDJSON = "application/x-ndjson"
+MAX_JSON_BYTES = 256 * 1024
+MAX_PAGE = 1000
+routes = web.RouteTableDef()
+_INT_RE = re.compile(r"0|[1-9][0-9]{0,15}")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    info: NodeInfo
+    epoch: int
+    body: bytes
+
+
+def json_response(value: object, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=canonical(value), content_type="application/json")
+
+
+async def read_body(request: web.Request, cap: int) -> bytes:
+    """The whole body, counted while streaming (Content-Length is not trusted)."""
+    buf = bytearray()
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        if len(buf) + len(chunk) > cap:
+            raise TooLarge("too_large", f"request body over {cap} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+async def authenticate(request: web.Request, hub: Hub, cap: int, *, allow_revoked: bool = False) -> Caller:
+    """Headers, key, freshness, signature, replay; then the body, checked against its signed digest."""
+    node = request.headers.get("X-Motcua-Node", "?")
+    try:
+        claims = parse_auth_headers(request.headers, method=request.method, target=request.raw_path)
+        info = await hub.registry.node(claims.node)
+        key = await hub.registry.key(claims.node, claims.epoch)
+        if info is None or key is None:
+            raise Unauthorized("unknown_node", f"no key is enrolled for {claims.node}/{claims.epoch}")
+        now = hub.clock()
+        verify_request(claims, key, now_ms=now, replay=hub.replay, window_ms=hub.config.auth_window_s * 1000)
+    except AuthError as exc:
+        hub.metrics.refused.labels(node[:32], exc.code).inc()
+        raise Unauthorized(exc.code, exc.reason) from None
+    except Unauthorized as exc:
+        hub.metrics.refused.labels(node[:32], exc.code).inc()
+        raise
+    hub.registry.last_seen[info.node] = now
+    hub.metrics.last_seen.labels(info.node).set(now / 1000)
+    if abs(claims.time - now) > hub.config.skew_warn_s * 1000:
+        hub.metrics.skewed.labels(info.node).inc()
+    if claims.epoch != info.epoch:
+        raise Forbidden(
+            "epoch_sealed", f"{info.node} is at epoch {info.epoch}; the key of {claims.epoch} is retired"
+        )
+    if info.status == "revoked" and not allow_revoked:
+        raise Forbidden("node_revoked", f"{info.node} is revoked: {info.reason}")
+    body = await read_body(request, cap)
+    if hashlib.sha256(body).hexdigest() != claims.body:
+        raise BadRequest("body_hash_mismatch", "the body is not the one the signature covers")
+    return Caller(info, claims.epoch, body)
+
+
+def _int_param(request: web.Request, name: str, default: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not _INT_RE.fullmatch(text) or int(text) > high:
+        raise BadRequest("bad_request", f"{name} must be an integer 0..{high}")
+    return int(text)
+
+
+def _path_int(request: web.Request, name: str) -> int:
+    text = request.match_info[name]
+    if not _INT_RE.fullmatch(text):
+        raise NotFound("not_found", f"{name} must be a decimal integer")
+    return int(text)
+
+
+@routes.post("/v1/enroll")
+async def enroll(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    body = await read_body(request, 4096)
+    try:
+        enrollment_request = EnrollmentRequest.from_wire(decode(body, max_bytes=4096))
+    except ProtocolError as exc:
+        raise BadRequest(exc.code, exc.reason) from None
+    enrollment = await hub.registry.enroll(enrollment_request, hub_key=hub.hub_key, now=hub.clock())
+    return json_response(enrollment.to_wire())
+
+
+@routes.get("/v1/sync/state")
+async def state(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    caller = await authenticate(request, hub, 0, allow_revoked=True)
+    node = caller.info.node
+    mailboxes = [BROADCAST, mailbox_log(node)]
+    heads = {(h.log, h.epoch): h for h in await hub.store.heads([node, *mailboxes])}
+    logs = tuple(
+        LogHead(node, epoch, heads[(node, epoch)].seq, heads[(node, epoch)].hash)
+        if (node, epoch) in heads
+        else LogHead(node, epoch, 0, None)
+        for epoch, *_ in await hub.registry.epochs(node)
+    )
+    boxes = tuple(
+        LogHead(log, HUB_EPOCH, heads[(log, HUB_EPOCH)].seq, heads[(log, HUB_EPOCH)].hash)
+        if (log, HUB_EPOCH) in heads
+        else LogHead(log, HUB_EPOCH, 0, None)
+        for log in mailboxes
+    )
+    status = "active" if caller.info.status == "invited" else caller.info.status
+    return json_response(HubState(hub.clock(), node, caller.info.epoch, status, logs, boxes).to_wire())
+
+
+@routes.post("/v1/sync/logs/{log}/{epoch}")
+async def push(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    caller = await authenticate(request, hub, hub.config.max_push_bytes)
+    log, epoch = request.match_info["log"], _path_int(request, "epoch")
+    with hub.metrics.push_seconds.time():
+        try:
+            result = await hub.receiver.push(caller.info, log, epoch, caller.body)
+        except Exception as exc:
+            hub.metrics.refused.labels(caller.info.node, getattr(exc, "code", "internal")).inc()
+            raise
+    return json_response(result.to_wire())
+
+
+async def _ndjson(entries: list[bytes]) -> web.Response:
+    return web.Response(body=b"".join(e + b"\n" for e in entries), content_type=NDJSON)
+
+
+@routes.get("/v1/sync/logs/{log}/{epoch}")
+async def export_log(request: web.Request) -> web.Response:
+    """A node fetches its own log (any epoch) back from the hub: restore."""
+    hub = request.app[HUB]
+    caller = await authenticate(request, hub, 0)
+    log, epoch = request.match_info["log"], _path_int(request, "epoch")
+    if log != caller.info.node:
+        raise Forbidden("cross_node", f"{caller.info.node} may read only its own log")
+    after = _int_param(request, "after", 0, 2**53)
+    limit = _int_param(request, "limit", MAX_PAGE, MAX_PAGE)
+    return await _ndjson(await hub.store.entries(log, epoch, after, limit))
+
+
+@routes.get("/v1/sync/mailbox/{log}")
+async def pull_mailbox(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    caller = await authenticate(request, hub, 0)
+    log = request.match_info["log"]
+    if not LOG_RE.fullmatch(log) or log not in (BROADCAST, mailbox_log(caller.info.node)):
+        raise Forbidden(
+            "cross_node", f"{caller.info.node} may read only hub and {mailbox_log(caller.info.node)}"
+        )
+    after = _int_param(request, "after", 0, 2**53)
+    limit = _int_param(request, "limit", MAX_PAGE, MAX_PAGE)
+    return await _ndjson(await hub.store.entries(log, HUB_EPOCH, after, limit))
+
+
+@routes.post("/v1/sync/blobs/need")
+async def blobs_need(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    caller = await authenticate(request, hub, MAX_JSON_BYTES)
+    try:
+        value = decode(caller.body, max_bytes=MAX_JSON_BYTES)
+    except ProtocolError as exc:
+        raise BadRequest(exc.code, exc.reason) from None
+    shas = value.get("blobs") if isinstance(value, dict) and value.keys() == {"blobs"} else None
+    if not isinstance(shas, list) or len(shas) > 1000 or not all(isinstance(s, str) for s in shas):
+        raise BadRequest("bad_request", 'body must be {"blobs": [sha256, ...]} (at most 1000)')
+    needs = await hub.blobs.need(caller.info.node, shas)
+    return json_response({"blobs": [n.to_wire() for n in needs]})
+
+
+def _blob_target(request: web.Request) -> tuple[str, int]:
+    sha = request.match_info["sha256"]
+    if not HASH_RE.fullmatch(sha):
+        raise NotFound("blob_unknown", "a blob is named by its lower-case hex SHA-256")
+    return sha, _path_int(request, "index")
+
+
+@routes.put("/v1/sync/blobs/{sha256}/{index}")
+async def put_chunk(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    caller = await authenticate(request, hub, CHUNK_SIZE)
+    sha, index = _blob_target(request)
+    complete = await hub.blobs.put_chunk(caller.info.node, sha, index, caller.body)
+    hub.metrics.blob_bytes.labels(caller.info.node).inc(len(caller.body))
+    return json_response({"sha256": sha, "index": index, "complete": complete})
+
+
+@routes.get("/v1/sync/blobs/{sha256}/{index}")
+async def get_chunk(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    caller = await authenticate(request, hub, 0)
+    sha, index = _blob_target(request)
+    data = await hub.blobs.get_chunk(caller.info.node, sha, index)
+    return web.Response(body=data, content_type="application/octet-stream")
+
+
+@routes.post("/v1/sync/heartbeat")
+async def heartbeat(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    caller = await authenticate(request, hub, 64 * 1024)
+    try:
+        beat = Heartbeat.from_wire(decode(caller.body, max_bytes=64 * 1024))
+    except ProtocolError as exc:
+        raise BadRequest(exc.code, exc.reason) from None
+    skew = await hub.heartbeats.record(caller.info.node, beat, now=hub.clock())
+    return json_response({"hub_time": hub.clock(), "skew_ms": skew})

@@ -1,0 +1,114 @@
+"""Entry kinds the hub writes in its own logs (``hub`` and ``hub.<NODE>``), with their body validators.
+
+- ``hub.catalog``: ``{"version": str, "catalog": object}``, a new procedure catalog (broadcast);
+- ``hub.calendar``: ``{"version": str, "calendar": object}``, a new working-day calendar (broadcast);
+- ``hub.revocation``: ``{"node", "epoch", "after_seq", "reason"}``: entries of (node, epoch) after
+  ``after_seq`` are not trusted; the node's key is refused from now on (broadcast);
+- ``hub.quarantine_decision``: ``{"log", "epoch", "seq", "hash", "decision", "note"}``: a person's decision
+  (``accepted`` or ``rejected``) on an entry quarantined for its body (to the node's mailbox);
+- ``hub.forward``: ``{"entry": <entry object>}``: an entry of another hub mailbox, copied so that the
+  pickup branch of a dossier received elsewhere sees the decision. Readers verify the inner entry with the
+  hub key and fold it under its own position (so it counts once, wherever it is read).
+
+Officer decisions on dossiers are ``dossier.*`` kinds (SPEC-dossier.md), written by the hub in mailboxes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from protocol.entry import ENTRY_FIELDS, HASH_RE, LOG_RE, NODE_ID_RE
+from protocol.errors import BodyInvalid
+
+__all__ = [
+    "HUB_KINDS",
+    "HUB_VALIDATORS",
+    "QUARANTINE_DECISIONS",
+    "is_hub_log",
+    "mailbox_log",
+]
+
+QUARANTINE_DECISIONS = ("accepted", "rejected")
+_VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}")
+
+
+def mailbox_log(node: str) -> str:
+    """The hub's mailbox log for ``node``."""
+    return f"hub.{node}"
+
+
+def is_hub_log(log: str) -> bool:
+    return log == "hub" or log.startswith("hub.")
+
+
+def _exact(body: Mapping[str, Any], fields: set[str], kind: str) -> None:
+    if body.keys() != fields:
+        raise BodyInvalid(f"{kind} body has exactly " + ", ".join(sorted(fields)))
+
+
+def _text(body: Mapping[str, Any], name: str, max_len: int, pattern: re.Pattern[str] | None = None) -> str:
+    value = body[name]
+    if (
+        type(value) is not str
+        or len(value) > max_len
+        or (pattern is not None and not pattern.fullmatch(value))
+    ):
+        raise BodyInvalid(f"{name} is not a valid string", field=name)
+    return value
+
+
+def _int(body: Mapping[str, Any], name: str, low: int) -> int:
+    value = body[name]
+    if type(value) is not int or value < low:
+        raise BodyInvalid(f"{name} must be an integer >= {low}", field=name)
+    return value
+
+
+def _versioned(payload: str) -> Callable[[Mapping[str, Any]], None]:
+    def check(body: Mapping[str, Any]) -> None:
+        _exact(body, {"version", payload}, f"hub.{payload}")
+        _text(body, "version", 64, _VERSION_RE)
+        if type(body[payload]) is not dict:
+            raise BodyInvalid(f"{payload} must be an object", field=payload)
+
+    return check
+
+
+def _revocation(body: Mapping[str, Any]) -> None:
+    _exact(body, {"node", "epoch", "after_seq", "reason"}, "hub.revocation")
+    _text(body, "node", 32, NODE_ID_RE)
+    _int(body, "epoch", 1)
+    _int(body, "after_seq", 0)
+    _text(body, "reason", 500)
+
+
+def _quarantine_decision(body: Mapping[str, Any]) -> None:
+    _exact(body, {"log", "epoch", "seq", "hash", "decision", "note"}, "hub.quarantine_decision")
+    _text(body, "log", 40, LOG_RE)
+    _int(body, "epoch", 1)
+    _int(body, "seq", 1)
+    _text(body, "hash", 64, HASH_RE)
+    if body["decision"] not in QUARANTINE_DECISIONS:
+        raise BodyInvalid("decision must be accepted or rejected", field="decision")
+    _text(body, "note", 2000)
+
+
+def _forward(body: Mapping[str, Any]) -> None:
+    _exact(body, {"entry"}, "hub.forward")
+    inner = body["entry"]
+    if type(inner) is not dict or inner.keys() != ENTRY_FIELDS:
+        raise BodyInvalid("entry must be a whole entry object", field="entry")
+    if type(inner["log"]) is not str or not inner["log"].startswith("hub."):
+        raise BodyInvalid("only hub mailbox entries are forwarded", field="entry")
+
+
+HUB_VALIDATORS: dict[str, Callable[[Mapping[str, Any]], None]] = {
+    "hub.catalog": _versioned("catalog"),
+    "hub.calendar": _versioned("calendar"),
+    "hub.revocation": _revocation,
+    "hub.quarantine_decision": _quarantine_decision,
+    "hub.forward": _forward,
+}
+HUB_KINDS = frozenset(HUB_VALIDATORS)

@@ -40,9 +40,15 @@ __all__ = [
     "BadSignature",
     "BadVersion",
     "BodyInvalid",
+    "CalendarInvalid",
+    "CalendarNotCovered",
+    "CatalogInvalid",
     "ChainBroken",
+    "CitizenIdInvalid",
+    "CodeBlockExhausted",
     "DecodeError",
     "DomainError",
+    "DossierCodeInvalid",
     "DuplicateKey",
     "EntryError",
     "FloatNotAllowed",
@@ -58,6 +64,7 @@ __all__ = [
     "TimeWentBackwards",
     "TooDeep",
     "TooLarge",
+    "UnknownProcedure",
     "WrongEpoch",
     "WrongLog",
 ]
@@ -234,3 +241,61 @@ class DomainError(ProtocolError):
     """A dossier rule was broken (code allocation, calendar, catalog, citizen id, transition)."""
 
     code = "domain"
+
+
+# Dossier-domain errors (protocol/calendar.py, catalog.py, dossier/). Each names what is wrong precisely;
+# the ``reason`` of errors a clerk may see is in Vietnamese, the ``code`` stays English.
+
+
+class CalendarInvalid(DomainError):
+    """Working-day calendar data is malformed; ``field`` is the path of the first bad value."""
+
+    code = "calendar_invalid"
+
+    def __init__(self, reason: str = "", *, field: str | None = None) -> None:
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.field = field
+
+
+class CalendarNotCovered(DomainError):
+    """The calendar has no data for a date a computation needs (holidays unknown there)."""
+
+    code = "calendar_not_covered"
+
+
+class CatalogInvalid(DomainError):
+    """Procedure catalog data is malformed; ``field`` is the path of the first bad value."""
+
+    code = "catalog_invalid"
+
+    def __init__(self, reason: str = "", *, field: str | None = None) -> None:
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.field = field
+
+
+class UnknownProcedure(DomainError):
+    """No procedure (or no version of it) with that code in the catalog."""
+
+    code = "unknown_procedure"
+
+
+class DossierCodeInvalid(DomainError):
+    """A dossier code (mã hồ sơ) or a part of one does not follow ``<unit>-<YYMMDD>-<NNNN>``."""
+
+    code = "dossier_code"
+
+
+class CodeBlockExhausted(DomainError):
+    """A node has used every sequence number of its daily block for that day."""
+
+    code = "code_block_exhausted"
+
+
+class CitizenIdInvalid(DomainError):
+    """A citizen id number fails validation; ``problem`` is a stable English code, ``reason`` Vietnamese."""
+
+    code = "citizen_id"
+
+    def __init__(self, reason: str = "", *, problem: str = "invalid") -> None:
+        super().__init__(reason)
+        self.problem = problem

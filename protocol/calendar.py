@@ -24,11 +24,11 @@ from protocol.errors import CalendarInvalid, CalendarNotCovered
 from protocol.schema import Fields
 
 __all__ = [
-    "VN_TZ",
     "Calendar",
     "DayOff",
     "DayOffKind",
     "SwappedWorkday",
+    "VN_TZ",
     "YearSchedule",
     "default_calendar",
     "from_local",

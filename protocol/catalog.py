@@ -26,13 +26,13 @@ from protocol.errors import CatalogInvalid, DomainError, UnknownProcedure
 from protocol.schema import Fields
 
 __all__ = [
-    "PROCEDURE_CODE_PATTERN",
     "AssessedFee",
     "Catalog",
     "FeeRule",
     "FeeTier",
     "FlatFee",
     "Forms",
+    "PROCEDURE_CODE_PATTERN",
     "PerPageFee",
     "Procedure",
     "RequiredDocument",

@@ -19,7 +19,11 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 
-__all__ = ["ErrorFactory", "Fields", "check_text"]
+__all__ = [
+    "ErrorFactory",
+    "Fields",
+    "check_text",
+]
 
 ErrorFactory = Callable[[str, str], Exception]
 """Builds the exception to raise from (reason, field path)."""

@@ -18,7 +18,15 @@ from importlib import resources
 
 from protocol.errors import CitizenIdInvalid
 
-__all__ = ["CitizenId", "IdKind", "Sex", "is_valid_citizen_id", "mask_id", "parse_citizen_id", "provinces"]
+__all__ = [
+    "CitizenId",
+    "IdKind",
+    "Sex",
+    "is_valid_citizen_id",
+    "mask_id",
+    "parse_citizen_id",
+    "provinces",
+]
 
 
 class IdKind(StrEnum):

@@ -24,13 +24,13 @@ from protocol.errors import CodeBlockExhausted, DomainError, DossierCodeInvalid
 
 __all__ = [
     "CODE_PATTERN",
+    "CodeBlock",
+    "DossierCode",
     "LOOKUP_ALPHABET",
     "LOOKUP_ITERATIONS",
     "LOOKUP_LENGTH",
-    "MAX_CODE_LENGTH",
-    "CodeBlock",
-    "DossierCode",
     "LookupHash",
+    "MAX_CODE_LENGTH",
     "allocate_code",
     "format_lookup_code",
     "hash_lookup_code",

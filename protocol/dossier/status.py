@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from enum import IntEnum, StrEnum
 
-__all__ = ["NATIONAL_STATUS_NAMES", "InternalState", "NationalStatus"]
+__all__ = [
+    "InternalState",
+    "NATIONAL_STATUS_NAMES",
+    "NationalStatus",
+]
 
 
 class NationalStatus(IntEnum):

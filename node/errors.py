@@ -1,0 +1,226 @@
+"""The one error family of ``node``, and the one middleware that turns errors into HTTP answers.
+
+Every error carries a stable machine-readable ``code`` (logs, API bodies, tests), a ``message`` in plain
+Vietnamese for staff, and the HTTP ``status`` it maps to. ``retryable`` tells a caller whether the same
+action can succeed later without a person fixing something first.
+
+    NodeError
+    ├── ConfigError             node.toml / MOTCUA_NODE_* invalid (names the key)
+    ├── NodeExists              ``init`` on a folder that already holds a node
+    ├── StoreClosed             the store was used after close()
+    ├── InvalidInput    422     request fields fail validation; ``fields`` maps field -> message
+    ├── NotFound        404
+    ├── Conflict        409     the action is not possible in the dossier's current state
+    ├── AuthRequired    401     no (valid) session or bearer token
+    ├── Forbidden       403     role too low, or CSRF / cross-site check failed
+    ├── Throttled       429     too many failed logins; ``retry_after`` seconds
+    ├── CodeExhausted   503     the node's daily block of dossier numbers is used up
+    └── JournalError    500     the log cannot be appended to (head mismatch, signing failure)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import ClassVar
+
+from aiohttp import web
+
+__all__ = [
+    "AuthRequired",
+    "CodeExhausted",
+    "ConfigError",
+    "Conflict",
+    "Forbidden",
+    "InvalidInput",
+    "JournalError",
+    "NodeError",
+    "NodeExists",
+    "NotFound",
+    "StoreClosed",
+    "Throttled",
+    "error_middleware",
+]
+
+log = logging.getLogger("motcua.node")
+
+
+class NodeError(Exception):
+    """Base of every error raised by ``node``."""
+
+    code: ClassVar[str] = "node"
+    status: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False
+    default_message: ClassVar[str] = "Đã xảy ra lỗi trên máy trạm."
+
+    def __init__(self, message: str = "", *, detail: str = "") -> None:
+        self.message = message or self.default_message
+        #: technical detail for logs; never shown as the main message
+        self.detail = detail
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}" + (f" ({self.detail})" if self.detail else "")
+
+    def to_json(self) -> dict[str, object]:
+        return {"error": self.code, "message": self.message}
+
+
+class ConfigError(NodeError):
+    """The configuration file or an environment override is invalid; the message names the key."""
+
+    code = "config"
+    default_message = "Cấu hình máy trạm không hợp lệ."
+
+
+class NodeExists(NodeError):
+    """``init`` refuses to overwrite an existing node."""
+
+    code = "node_exists"
+    status = 409
+    default_message = "Thư mục này đã chứa một máy trạm; không ghi đè."
+
+
+class StoreClosed(NodeError):
+    """The store was used after it was closed."""
+
+    code = "store_closed"
+    status = 503
+    default_message = "Cơ sở dữ liệu của máy trạm đã đóng."
+
+
+class InvalidInput(NodeError):
+    """Request fields fail validation. Nothing was written."""
+
+    code = "invalid_input"
+    status = 422
+    default_message = "Thông tin nhập chưa hợp lệ. Vui lòng kiểm tra các trường được đánh dấu."
+
+    def __init__(self, fields: Mapping[str, str], message: str = "") -> None:
+        super().__init__(message)
+        self.fields = dict(fields)
+
+    def to_json(self) -> dict[str, object]:
+        return {"error": self.code, "message": self.message, "fields": self.fields}
+
+
+class NotFound(NodeError):
+    """No such dossier, user, token or page."""
+
+    code = "not_found"
+    status = 404
+    default_message = "Không tìm thấy."
+
+
+class Conflict(NodeError):
+    """The action does not fit the dossier's current state (e.g. returning a result twice)."""
+
+    code = "conflict"
+    status = 409
+    default_message = "Thao tác không phù hợp với trạng thái hiện tại của hồ sơ."
+
+
+class AuthRequired(NodeError):
+    """No valid session or bearer token."""
+
+    code = "auth_required"
+    status = 401
+    default_message = "Vui lòng đăng nhập."
+
+
+class Forbidden(NodeError):
+    """Authenticated but not allowed, or a cross-site / CSRF check failed."""
+
+    code = "forbidden"
+    status = 403
+    default_message = "Bạn không có quyền thực hiện thao tác này."
+
+
+class Throttled(NodeError):
+    """Too many failed logins for the account or the address."""
+
+    code = "throttled"
+    status = 429
+    retryable = True
+    default_message = "Đăng nhập sai quá nhiều lần. Vui lòng thử lại sau."
+
+    def __init__(self, retry_after: int, message: str = "") -> None:
+        super().__init__(message or f"{self.default_message[:-1]} {retry_after} giây.")
+        self.retry_after = max(1, retry_after)
+
+
+class CodeExhausted(NodeError):
+    """Every dossier number of the node's daily block is used."""
+
+    code = "code_exhausted"
+    status = 503
+    default_message = "Đã dùng hết dải số hồ sơ của máy trạm trong ngày. Liên hệ quản trị."
+
+
+class JournalError(NodeError):
+    """The log could not be appended to."""
+
+    code = "journal"
+    status = 500
+    default_message = "Không ghi được nhật ký của máy trạm. Dữ liệu chưa được lưu."
+
+
+Renderer = Callable[[web.Request, NodeError], Awaitable[web.StreamResponse]]
+
+
+def wants_json(request: web.Request) -> bool:
+    """API paths and JSON clients get JSON; pages get HTML."""
+    return (
+        request.path.startswith("/api/")
+        or request.path in ("/healthz", "/readyz")
+        or (
+            "application/json" in request.headers.get("Accept", "")
+            and "text/html" not in request.headers.get("Accept", "")
+        )
+    )
+
+
+def _json(error: NodeError) -> web.Response:
+    response = web.json_response(error.to_json(), status=error.status)
+    if isinstance(error, Throttled):
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+def error_middleware(render_html: Renderer) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """The only place errors become HTTP: NodeError by its status, HTTP errors as is, others as 500."""
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except NodeError as exc:
+            if exc.status >= 500:
+                log.error("%s %s: %s", request.method, request.path, exc)
+            if wants_json(request):
+                return _json(exc)
+            response = await render_html(request, exc)
+            if isinstance(exc, Throttled):
+                response.headers["Retry-After"] = str(exc.retry_after)
+            return response
+        except web.HTTPException as exc:
+            if exc.status == 404:
+                return await middleware_not_found(request, render_html)
+            if exc.status == 405 and wants_json(request):
+                return web.json_response(
+                    {"error": "method_not_allowed", "message": "Phương thức không được hỗ trợ."}, status=405
+                )
+            raise
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            error = NodeError()
+            return _json(error) if wants_json(request) else await render_html(request, error)
+
+    return middleware
+
+
+async def middleware_not_found(request: web.Request, render_html: Renderer) -> web.StreamResponse:
+    error = NotFound("Không tìm thấy trang hoặc tài nguyên này.")
+    return _json(error) if wants_json(request) else await render_html(request, error)

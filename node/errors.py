@@ -20,6 +20,8 @@ action can succeed later without a person fixing something first.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import ClassVar
@@ -27,6 +29,7 @@ from typing import ClassVar
 from aiohttp import web
 
 __all__ = [
+    "DUMPS",
     "AuthRequired",
     "CodeExhausted",
     "ConfigError",
@@ -43,6 +46,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("motcua.node")
+DUMPS = functools.partial(json.dumps, ensure_ascii=False)
+"""JSON for answers: Vietnamese stays readable (UTF-8), not \\u-escaped."""
 
 
 class NodeError(Exception):
@@ -181,7 +186,7 @@ def wants_json(request: web.Request) -> bool:
 
 
 def _json(error: NodeError) -> web.Response:
-    response = web.json_response(error.to_json(), status=error.status)
+    response = web.json_response(error.to_json(), status=error.status, dumps=DUMPS)
     if isinstance(error, Throttled):
         response.headers["Retry-After"] = str(error.retry_after)
     return response
@@ -210,7 +215,9 @@ def error_middleware(render_html: Renderer) -> Callable[..., Awaitable[web.Strea
                 return await middleware_not_found(request, render_html)
             if exc.status == 405 and wants_json(request):
                 return web.json_response(
-                    {"error": "method_not_allowed", "message": "Phương thức không được hỗ trợ."}, status=405
+                    {"error": "method_not_allowed", "message": "Phương thức không được hỗ trợ."},
+                    status=405,
+                    dumps=DUMPS,
                 )
             raise
         except Exception:

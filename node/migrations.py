@@ -14,15 +14,19 @@ from collections.abc import Sequence
 import aiosqlite
 
 from node.auth import AUTH_SQL
+from node.dossiers import ACCESS_SQL
 from node.intake import INTAKE_SQL
 from node.journal import JOURNAL_SQL
 from node.projection import PROJECTION_SQL
+from node.syncstate import SYNC_SQL
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "apply_migrations", "split_sql"]
 
 Migration = tuple[str, str]
 
-MIGRATIONS: tuple[Migration, ...] = (("0001_core", JOURNAL_SQL + PROJECTION_SQL + AUTH_SQL + INTAKE_SQL),)
+MIGRATIONS: tuple[Migration, ...] = (
+    ("0001_core", JOURNAL_SQL + PROJECTION_SQL + AUTH_SQL + INTAKE_SQL + SYNC_SQL + ACCESS_SQL),
+)
 
 _LEDGER = """
 CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -23,7 +23,18 @@ from node.errors import ConfigError
 from protocol.dossier.codes import CodeBlock
 from protocol.entry import NODE_ID_RE
 
-__all__ = ["CONFIG_FILE", "ENV_PREFIX", "KINDS", "TIMEZONE", "NodeConfig", "dump", "help_text", "load"]
+__all__ = [
+    "CONFIG_FILE",
+    "ENV_PREFIX",
+    "KINDS",
+    "TIMEZONE",
+    "NodeConfig",
+    "build",
+    "dump",
+    "help_text",
+    "load",
+    "validate",
+]
 
 CONFIG_FILE = "node.toml"
 ENV_PREFIX = "MOTCUA_NODE_"
@@ -134,7 +145,9 @@ def _coerce(name: str, value: object, *, from_env: bool) -> object:
     return value
 
 
-def _check(config: NodeConfig) -> None:
+def validate(config: NodeConfig) -> None:
+    """Raise ``ConfigError`` naming the first invalid field."""
+
     def bad(key: str, why: str) -> ConfigError:
         return ConfigError(f"{key}: {why}")
 
@@ -182,7 +195,7 @@ def build(values: Mapping[str, object], data_dir: Path) -> NodeConfig:
         config = NodeConfig(data_dir=data_dir, **typed)  # type: ignore[arg-type]
     except TypeError as exc:  # pragma: no cover - guarded above
         raise ConfigError(str(exc)) from None
-    _check(config)
+    validate(config)
     return config
 
 

@@ -273,7 +273,7 @@ async def rebuild(db: aiosqlite.Connection) -> int:
     for table in PROJECTION_TABLES:
         await db.execute(f"DELETE FROM {table}")
     async with db.execute("SELECT DISTINCT dossier FROM entries WHERE dossier IS NOT NULL") as cursor:
-        codes = sorted(str(row[0]) async for row in cursor)
+        codes = sorted([str(row[0]) async for row in cursor])
     days: set[str] = set()
     for code in codes:
         days |= await _refold(db, code)

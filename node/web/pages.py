@@ -19,7 +19,7 @@ from node.errors import DUMPS, AuthRequired, InvalidInput, NodeError, Throttled
 from node.inputs import ID_TYPES
 from node.syncstate import sync_summary
 from node.web.format import date_long, datetime_short
-from node.web.keys import NODE
+from node.web.keys import LOGIN_NAME, NODE
 from node.web.security import PRELOGIN_COOKIE, SESSION_COOKIE, check_same_origin, principal, session_of
 from protocol.calendar import local_date
 from protocol.dossier.codes import format_lookup_code, is_dossier_code
@@ -59,6 +59,11 @@ async def render_error(request: web.Request, error: NodeError) -> web.StreamResp
     return await render(request, "error.html", {"error": error}, status=error.status)
 
 
+def _see_other(location: str) -> web.Response:
+    """A 303 we can still set cookies on (raising HTTPSeeOther is for redirects without cookies)."""
+    return web.Response(status=303, headers={"Location": location})
+
+
 def _cookie_secure(request: web.Request) -> bool:
     return bool(request.app[NODE].config.secure_cookies or request.secure)
 
@@ -81,7 +86,7 @@ async def _login_page(request: web.Request, *, error: str | None = None, status:
             "prelogin": token,
             "error": error,
             "next": _safe_next(request.query.get("next")),
-            "username": request.get("login_username", ""),
+            "username": request.get(LOGIN_NAME, ""),
         },
         status=status,
     )
@@ -115,7 +120,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         )
     node = request.app[NODE]
     username = str(form.get("username", ""))
-    request["login_username"] = username[:64]
+    request[LOGIN_NAME] = username[:64]
     try:
         token, _ = await node.auth.login(username, str(form.get("password", "")), request.remote or "-")
     except Throttled as exc:
@@ -125,7 +130,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     except AuthRequired as exc:
         return await _login_page(request, error=exc.message, status=401)
     await node.auth.logout(request.cookies.get(SESSION_COOKIE))  # never keep a pre-login session
-    response = web.HTTPSeeOther(_safe_next(str(form.get("next", ""))))
+    response = _see_other(_safe_next(str(form.get("next", ""))))
     response.set_cookie(
         SESSION_COOKIE, token, httponly=True, samesite="Strict", secure=_cookie_secure(request), path="/"
     )
@@ -136,7 +141,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 @routes.post("/dang-xuat")
 async def logout(request: web.Request) -> web.StreamResponse:
     await request.app[NODE].auth.logout(request.cookies.get(SESSION_COOKIE))
-    response = web.HTTPSeeOther("/dang-nhap")
+    response = _see_other("/dang-nhap")
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
 

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from node.auth import Principal, Session
 from node.errors import AuthRequired, Forbidden
+from node.web.keys import PRINCIPAL, SESSION
 
 __all__ = [
     "PRELOGIN_COOKIE",
@@ -45,15 +46,15 @@ BearerLookup = Callable[[str], Awaitable[Principal]]
 
 
 def session_of(request: web.Request) -> Session | None:
-    return request.get("session")  # type: ignore[no-any-return]
+    return request.get(SESSION)
 
 
 def principal(request: web.Request) -> Principal:
     """The acting principal (session user or API token); 401 if none."""
-    found = request.get("principal")
+    found = request.get(PRINCIPAL)
     if found is None:
         raise AuthRequired()
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def check_same_origin(request: web.Request) -> None:
@@ -95,13 +96,13 @@ def security_middleware(
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise AuthRequired("Thiếu token API: gửi kèm tiêu đề Authorization: Bearer <token>.")
-            request["principal"] = await bearer()(token.strip())
+            request[PRINCIPAL] = await bearer()(token.strip())
             response = await handler(request)
         else:
             session = await sessions()(request.cookies.get(SESSION_COOKIE))
-            request["session"] = session
             if session is not None:
-                request["principal"] = session.principal
+                request[SESSION] = session
+                request[PRINCIPAL] = session.principal
             if request.method not in _SAFE:
                 check_same_origin(request)
             if not _is_public(path):

@@ -1,0 +1,325 @@
+"""``motcua-node``: create, run, inspect and verify a branch node.
+
+    motcua-node init   --data DIR --node-id ID --unit-code CODE --name NAME [--kind K] [--code-block N]
+    motcua-node serve  --data DIR [--listen HOST:PORT]
+    motcua-node status --data DIR [--json]
+    motcua-node verify --data DIR
+    motcua-node log export --data DIR [--epoch N] [--output FILE]
+    motcua-node user add --data DIR --username U --role staff|supervisor [--display-name N] [--password-stdin]
+    motcua-node token create --data DIR --name NAME [--role staff|supervisor]
+    motcua-node token revoke --data DIR --name NAME
+
+Exit codes: 0 success, 1 verification found a problem, 2 bad arguments or configuration, 3 runtime error.
+Progress and messages go to stderr; machine-readable output (exports, ``--json``, tokens) to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import getpass
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from node import config as config_module
+from node.auth import add_user, create_token
+from node.config import KINDS, NodeConfig
+from node.errors import ConfigError, InvalidInput, NodeError
+from node.provision import init_node
+from node.store import Store
+from node.syncstate import sync_summary
+from protocol.errors import ProtocolError
+from protocol.keys import fingerprint, load_private_key, public_key_text
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="motcua-node", description="Máy trạm một cửa (motcua branch node).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def data(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", required=True, type=Path, help="state directory of the node")
+
+    p = sub.add_parser("init", help="create a new node (key pair, database, config, blob folder)")
+    data(p)
+    p.add_argument("--node-id", required=True, help="node id, e.g. CN01 ([A-Z0-9][A-Z0-9-]{1,31})")
+    p.add_argument(
+        "--unit-code", required=True, help="unit code that prefixes dossier codes, e.g. 000.00.01.H26"
+    )
+    p.add_argument("--name", required=True, help="name of the site shown in the UI and on receipts")
+    p.add_argument("--kind", choices=KINDS, default="branch", help="site type (default: branch)")
+    p.add_argument("--code-block", type=int, default=0, help="index of this node's daily block of numbers")
+    p.add_argument("--code-block-size", type=int, default=1000, help="numbers per block (default 1000)")
+
+    p = sub.add_parser("serve", help="run the web UI and API")
+    data(p)
+    p.add_argument("--listen", help="HOST:PORT (default: the config's listen, 127.0.0.1:8471)")
+
+    p = sub.add_parser("status", help="identity, log head, entries not yet acknowledged by the hub")
+    data(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("verify", help="verify the whole log and the projections against a refold")
+    data(p)
+
+    log = sub.add_parser("log", help="the signed log").add_subparsers(dest="log_command", required=True)
+    p = log.add_parser(
+        "export", help="NDJSON of the exact entry bytes (verify with python -m protocol verify)"
+    )
+    data(p)
+    p.add_argument("--epoch", type=int, help="only this epoch (default: the current one)")
+    p.add_argument("--output", type=Path, help="file to write (default: stdout)")
+
+    user = sub.add_parser("user", help="staff accounts").add_subparsers(dest="user_command", required=True)
+    p = user.add_parser("add", help="create a staff account")
+    data(p)
+    p.add_argument("--username", required=True)
+    p.add_argument("--role", required=True, choices=("staff", "supervisor"))
+    p.add_argument("--display-name", help="full name shown in the UI (default: the username)")
+    p.add_argument(
+        "--password-stdin", action="store_true", help="read the password from the first line of stdin"
+    )
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    p = token.add_parser("create", help="create an API token (printed once)")
+    data(p)
+    p.add_argument("--name", required=True)
+    p.add_argument("--role", choices=("staff", "supervisor"), default="staff")
+    p = token.add_parser("revoke", help="revoke an API token")
+    data(p)
+    p.add_argument("--name", required=True)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> NodeConfig:
+    return config_module.load(args.data, os.environ)
+
+
+async def _open_store(config: NodeConfig) -> Store:
+    if not config.db_path.exists():
+        raise ConfigError(f"không tìm thấy cơ sở dữ liệu {config.db_path}")
+    return await Store.open(config.db_path)
+
+
+async def _init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    config = await init_node(
+        args.data,
+        node_id=args.node_id,
+        unit_code=args.unit_code,
+        name=args.name,
+        kind=args.kind,
+        code_block=args.code_block,
+        code_block_size=args.code_block_size,
+    )
+    key_text = public_key_text(load_private_key(config.key_path))
+    block = config.code_block
+    err.write(f"Đã khởi tạo máy trạm {config.node_id} tại {config.data_dir}\n")
+    out.write(f"node {config.node_id}\nkey {key_text}\nfingerprint {fingerprint(key_text)}\n")
+    out.write(f"code block {block.start:04d}-{block.last:04d}\n")
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace, err: TextIO) -> int:
+    from aiohttp import web
+
+    from node.app import make_app
+
+    config = _load(args)
+    if args.listen:
+        config = dataclasses.replace(config, listen=args.listen)
+        config_module.validate(config)
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host, port = config.host_port
+    web.run_app(
+        make_app(config),
+        host=host,
+        port=port,
+        print=lambda m: err.write(f"{m}\n"),
+        access_log=None,
+        shutdown_timeout=10,
+    )
+    return EXIT_OK
+
+
+async def _status(args: argparse.Namespace, out: TextIO) -> int:
+    config = _load(args)
+    store = await _open_store(config)
+    try:
+        async with store.read() as db:
+            async with db.execute(
+                "SELECT epoch, seq, hash FROM entries WHERE log = ? ORDER BY epoch DESC, seq DESC LIMIT 1",
+                (config.node_id,),
+            ) as cursor:
+                head = await cursor.fetchone()
+            async with db.execute("SELECT count(*) FROM dossiers") as cursor:
+                dossiers = (await cursor.fetchone() or (0,))[0]
+            summary = await sync_summary(db, config.node_id)
+    finally:
+        await store.close()
+    info: dict[str, Any] = {
+        "node": config.node_id,
+        "name": config.name,
+        "kind": config.kind,
+        "unit_code": config.unit_code,
+        "head": {"epoch": head[0], "seq": head[1], "hash": head[2]} if head else None,
+        "dossiers": dossiers,
+        "unsent": summary.unsent,
+        "last_ack": summary.last_ack_ms,
+    }
+    if args.json:
+        out.write(json.dumps(info, ensure_ascii=False) + "\n")
+    else:
+        out.write(f"Máy trạm {config.node_id} · {config.name} ({config.kind}), đơn vị {config.unit_code}\n")
+        if head:
+            out.write(f"Nhật ký: epoch {head[0]}, seq {head[1]}, head {head[2]}\n")
+        out.write(f"Hồ sơ: {dossiers}\nChưa gửi lên trung tâm: {summary.unsent} bản ghi\n")
+    return EXIT_OK
+
+
+async def _verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from tqdm import tqdm
+
+    from node.verify import verify_node
+
+    config = _load(args)
+    store = await _open_store(config)
+    try:
+        with tqdm(desc="verify", unit=" entries", file=err, disable=None) as bar:
+            try:
+                report = await verify_node(store, config.node_id, progress=bar.update)
+            except (ProtocolError, NodeError) as exc:
+                where = getattr(exc, "position", "?")
+                out.write(f"FAIL log {where}: {exc}\n")
+                return EXIT_VERIFY
+    finally:
+        await store.close()
+    for head in report.heads:
+        out.write(f"ok log {head.log} epoch {head.epoch} seq {head.seq} head {head.hash}\n")
+    if not report.ok:
+        for line in report.differences:
+            out.write(f"FAIL projection {line}\n")
+        return EXIT_VERIFY
+    out.write(f"ok projections: {report.dossiers} dossiers equal a refold of {report.entries} entries\n")
+    return EXIT_OK
+
+
+async def _export(args: argparse.Namespace, out: TextIO) -> int:
+    config = _load(args)
+    store = await _open_store(config)
+    try:
+        async with store.read() as db:
+            epoch = args.epoch
+            if epoch is None:
+                async with db.execute("SELECT max(epoch) FROM epochs") as cursor:
+                    epoch = (await cursor.fetchone() or (None,))[0]
+            async with db.execute("SELECT 1 FROM epochs WHERE epoch = ?", (epoch,)) as cursor:
+                if await cursor.fetchone() is None:
+                    raise ConfigError(f"--epoch: nhật ký không có epoch {epoch}")
+            target = args.output.open("wb") if args.output else out.buffer  # type: ignore[attr-defined]
+            try:
+                async with db.execute(
+                    "SELECT raw FROM entries WHERE log = ? AND epoch = ? ORDER BY seq",
+                    (config.node_id, epoch),
+                ) as cursor:
+                    async for (raw,) in cursor:
+                        target.write(bytes(raw) + b"\n")
+                target.flush()
+            finally:
+                if args.output:
+                    target.close()
+    finally:
+        await store.close()
+    return EXIT_OK
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        return line[:-1] if line.endswith("\n") else line
+    first = getpass.getpass("Mật khẩu: ")
+    if getpass.getpass("Nhập lại mật khẩu: ") != first:
+        raise InvalidInput({"password": "Hai lần nhập mật khẩu không khớp."})
+    return first
+
+
+async def _user_add(args: argparse.Namespace, err: TextIO) -> int:
+    config = _load(args)
+    password = _read_password(args)
+    store = await _open_store(config)
+    try:
+        await add_user(store, args.username, password, args.role, args.display_name)
+    finally:
+        await store.close()
+    err.write(f"Đã tạo tài khoản {args.username} ({args.role}).\n")
+    return EXIT_OK
+
+
+async def _token(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from node.auth import Auth
+
+    config = _load(args)
+    store = await _open_store(config)
+    try:
+        if args.token_command == "create":
+            token = await create_token(store, args.name, args.role)
+            out.write(token + "\n")
+            err.write("Lưu token này ngay: nó chỉ được hiển thị một lần.\n")
+        else:
+            await Auth(store, 0, 0, 0, 0).revoke_token(args.name)
+            err.write(f"Đã thu hồi token {args.name}.\n")
+    finally:
+        await store.close()
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    command = args.command
+    if command == "serve":
+        return _serve(args, err)
+    if command == "init":
+        return asyncio.run(_init(args, out, err))
+    if command == "status":
+        return asyncio.run(_status(args, out))
+    if command == "verify":
+        return asyncio.run(_verify(args, out, err))
+    if command == "log":
+        return asyncio.run(_export(args, out))
+    if command == "user":
+        return asyncio.run(_user_add(args, err))
+    return asyncio.run(_token(args, out, err))
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args, out, err)
+    except InvalidInput as exc:
+        for field, message in exc.fields.items():
+            err.write(f"lỗi: {field}: {message}\n")
+        return EXIT_USAGE
+    except ConfigError as exc:
+        err.write(f"lỗi cấu hình: {exc.message}\n")
+        return EXIT_USAGE
+    except NodeError as exc:
+        err.write(f"lỗi: {exc.message}\n")
+        return EXIT_USAGE if exc.status in (409, 422) else EXIT_RUNTIME
+    except ProtocolError as exc:
+        err.write(f"lỗi: {exc}\n")
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

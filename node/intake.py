@@ -1,0 +1,424 @@
+"""Reception at the counter: receive a dossier (or refuse it) offline, and preview its due date.
+
+``Desk.receive`` validates the input (NFC, citizen id, phone, procedure from the catalog, checklist),
+allocates the dossier code from this node's own daily block, computes the due date from the procedure's
+statutory time and the working-day calendar (fixed from then on), makes the receipt's lookup code, and
+appends ``dossier.received``; the answer comes after the commit. An idempotency key makes a double
+submit return the first result instead of a second dossier.
+
+Code allocation: the highest sequence already used in this node's block on that day is read from the
+log (every epoch), plus codes reserved by receptions still in flight (the lookup code's PBKDF2 runs
+outside the writer lock, so several receptions proceed at once). A reservation that never commits
+leaves a gap, never a duplicate: an uncommitted code was never printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import aiosqlite
+
+from node.errors import CodeExhausted, Conflict, InvalidInput, NodeError
+from node.inputs import ID_TYPES, InputReader
+from node.journal import Journal
+from node.store import Store
+from protocol.calendar import Calendar, local_date
+from protocol.catalog import AssessedFee, Catalog, PerPageFee, Procedure
+from protocol.deadline import due_at
+from protocol.dossier import builders
+from protocol.dossier.codes import (
+    CodeBlock,
+    DossierCode,
+    allocate_code,
+    format_lookup_code,
+    hash_lookup_code,
+    new_lookup_code,
+)
+from protocol.dossier.model import Applicant, DocumentItem, ProcedureRef, RegisterLine
+from protocol.encoding import canonical, nfc
+from protocol.entry import Entry
+from protocol.errors import BodyInvalid, CalendarNotCovered, CodeBlockExhausted, UnknownProcedure
+
+__all__ = ["INTAKE_SQL", "Desk", "DuePreview", "Recorded", "idempotent_result", "remember"]
+
+INTAKE_SQL = """
+CREATE TABLE idempotency (
+    key         TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,                -- SHA-256 of the canonical request
+    actor       TEXT NOT NULL,
+    dossier     TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    log         TEXT NOT NULL,
+    epoch       INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL
+) STRICT;
+
+-- The plain lookup code exists on the printed receipt and here (for reprints), never in an entry.
+CREATE TABLE lookup_codes (
+    dossier    TEXT PRIMARY KEY,
+    code       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What an action wrote: the dossier, the entry reference, and the state after it."""
+
+    code: str
+    kind: str
+    log: str
+    epoch: int
+    seq: int
+    hash: str
+    status: int
+    state: str
+    due_at: int | None = None
+    lookup_code: str | None = None
+    replayed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "code": self.code,
+            "kind": self.kind,
+            "status": self.status,
+            "state": self.state,
+            "due_at": self.due_at,
+            "entry": {"log": self.log, "epoch": self.epoch, "seq": self.seq, "hash": self.hash},
+        }
+        if self.lookup_code is not None:
+            data["lookup_code"] = self.lookup_code
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class DuePreview:
+    """The due date a dossier of ``procedure`` received at ``received_at`` would get."""
+
+    procedure: Procedure
+    received_at: int
+    due_at: int
+
+
+def fingerprint(kind: str, code: str | None, data: Mapping[str, Any]) -> str:
+    payload = {"kind": kind, "dossier": code, "data": nfc(dict(data))}
+    try:
+        raw = canonical(payload)
+    except Exception:  # floats etc.: the request is invalid anyway; hash its repr
+        raw = repr(payload).encode()
+    return hashlib.sha256(raw).hexdigest()
+
+
+async def idempotent_result(
+    db: aiosqlite.Connection, key: str | None, print_: str
+) -> tuple[str, str, int, int, str] | None:
+    """(dossier, log, epoch, seq, hash) recorded for ``key``; Conflict if the key was used for other data."""
+    if key is None:
+        return None
+    async with db.execute(
+        "SELECT i.fingerprint, i.dossier, i.log, i.epoch, i.seq, e.hash FROM idempotency i"
+        " JOIN entries e USING (log, epoch, seq) WHERE i.key = ?",
+        (key,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        return None
+    if row[0] != print_:
+        raise Conflict("Khóa chống gửi trùng (Idempotency-Key) đã được dùng cho một yêu cầu khác.")
+    return str(row[1]), str(row[2]), int(row[3]), int(row[4]), str(row[5])
+
+
+async def remember(
+    db: aiosqlite.Connection, key: str | None, print_: str, actor: str, entry: Entry, code: str, wall: int
+) -> None:
+    if key is not None:
+        await db.execute(
+            "INSERT INTO idempotency VALUES (?,?,?,?,?,?,?,?,?)",
+            (key, print_, actor, code, entry.kind, entry.log, entry.epoch, entry.seq, wall),
+        )
+
+
+@dataclass(slots=True)
+class _Reservations:
+    """Codes handed out but not yet committed, per (unit, day)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    codes: dict[tuple[str, date], set[int]] = field(default_factory=dict)
+    lines: dict[str, set[int]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Desk:
+    """The reception desk of one node: reads input, allocates codes, appends reception events."""
+
+    store: Store
+    journal: Journal
+    catalog: Catalog
+    calendar: Calendar
+    unit_code: str
+    block: CodeBlock
+    lookup_iterations: int | None = None
+    wall: Any = field(default=lambda: time.time_ns() // 1_000_000)
+    _reserved: _Reservations = field(default_factory=_Reservations)
+
+    # -- reading input -----------------------------------------------------------------------------
+
+    def procedure(self, reader: InputReader, on: date) -> Procedure | None:
+        code = reader.text("procedure", "thủ tục", max_len=40)
+        if code is None:
+            return None
+        try:
+            return self.catalog.lookup(code, on)
+        except UnknownProcedure:
+            reader.fail("procedure", "Thủ tục không có trong danh mục của máy trạm.")
+            return None
+
+    def applicant(self, reader: InputReader, today: date) -> Applicant | None:
+        r = reader.child("applicant")
+        name = r.text("name", "họ và tên người nộp", max_len=200)
+        id_type = r.choice("id_type", "loại giấy tờ", ID_TYPES, default="cccd")
+        number = r.id_number("id_number", id_type, today)
+        phone = r.phone("phone")
+        email = r.email("email")
+        address = r.text("address", "địa chỉ", required=False, max_len=300)
+        if name is None or id_type is None or number is None or r.errors:
+            return None
+        return Applicant(name, id_type, number, phone, email, address)  # type: ignore[arg-type]
+
+    def documents(self, reader: InputReader, procedure: Procedure | None) -> list[DocumentItem]:
+        items: list[DocumentItem] = []
+        for item in reader.items("documents"):
+            name = item.text("name", "tên giấy tờ", max_len=300)
+            form = item.choice("form", "bản chính/bản sao", ("original", "copy"), default="original")
+            count = item.integer("count", "số lượng", 1, 99, default=1)
+            if name and form and count:
+                items.append(DocumentItem(name, form, count))  # type: ignore[arg-type]
+        if procedure is None:
+            return items
+        if "documents" not in reader.data:
+            return [DocumentItem(d.name, d.form, d.count) for d in procedure.documents if d.required]
+        given = {d.name for d in items}
+        missing = [d.name for d in procedure.documents if d.required and d.name not in given]
+        if missing:
+            reader.fail("documents", "Thiếu giấy tờ bắt buộc: " + "; ".join(missing) + ".")
+        elif not items:
+            reader.fail("documents", "Vui lòng đánh dấu các giấy tờ đã nhận.")
+        return items
+
+    def fee(self, reader: InputReader, procedure: Procedure | None) -> int:
+        if procedure is None or isinstance(procedure.fee, AssessedFee):
+            return 0
+        copies = reader.integer("copies", "số bản", 1, 999, default=1) or 1
+        if isinstance(procedure.fee, PerPageFee):
+            pages = reader.integer("pages", "số trang của bản chính", 1, 10_000)
+            return procedure.fee.amount_for(pages=pages, copies=copies) if pages else 0
+        return procedure.fee.amount_for(copies=copies)
+
+    # -- due date ------------------------------------------------------------------------------------
+
+    def preview(self, procedure_code: str, received_at: int | None = None) -> DuePreview:
+        at = self.wall() if received_at is None else received_at
+        reader = InputReader({"procedure": procedure_code})
+        procedure = self.procedure(reader, local_date(at))
+        reader.check()
+        assert procedure is not None
+        return DuePreview(procedure, at, self._due(procedure, at))
+
+    def _due(self, procedure: Procedure, at: int) -> int:
+        try:
+            return due_at(at, procedure.time, self.calendar)
+        except CalendarNotCovered as exc:
+            raise NodeError(
+                "Lịch làm việc trên máy trạm chưa có dữ liệu cho ngày cần tính hạn trả kết quả: " + exc.reason
+            ) from None
+
+    # -- code allocation -----------------------------------------------------------------------------
+
+    async def _used_max(self, day: date) -> int | None:
+        prefix = f"{self.unit_code}-{day:%y%m%d}-"
+        rows = await self.store.fetchall(
+            "SELECT dossier FROM entries WHERE dossier >= ? AND dossier < ?", (prefix, prefix + "\x7f")
+        )
+        used = [seq for r in rows if (seq := _seq_of(str(r[0]))) is not None and seq in self.block]
+        return max(used) if used else None
+
+    async def _max_line(self, book: str) -> int:
+        row = await self.store.fetchone(
+            "SELECT max(register_line) FROM dossiers WHERE register_book = ?", (book,)
+        )
+        return int(row[0]) if row is not None and row[0] is not None else 0
+
+    async def _reserve(self, day: date, book: str | None) -> tuple[DossierCode, int | None]:
+        r = self._reserved
+        async with r.lock:
+            held = r.codes.setdefault((self.unit_code, day), set())
+            used = await self._used_max(day)
+            top = max([*held, *([used] if used is not None else [])], default=None)
+            try:
+                code = allocate_code(self.unit_code, day, self.block, top)
+            except CodeBlockExhausted as exc:
+                raise CodeExhausted(exc.reason) from None
+            held.add(code.seq)
+            line = None
+            if book is not None:
+                lines = r.lines.setdefault(book, set())
+                line = max([await self._max_line(book), *lines]) + 1
+                lines.add(line)
+            return code, line
+
+    def _release(self, code: DossierCode, book: str | None, line: int | None) -> None:
+        self._reserved.codes.get((self.unit_code, code.day), set()).discard(code.seq)
+        if book is not None and line is not None:
+            self._reserved.lines.get(book, set()).discard(line)
+
+    # -- actions -------------------------------------------------------------------------------------
+
+    async def receive(
+        self, data: Mapping[str, Any], *, actor: str, idempotency_key: str | None = None
+    ) -> Recorded:
+        """Validate, allocate, append ``dossier.received``; return after commit."""
+        print_ = fingerprint("dossier.received", None, data)
+        replay = await self._replay(idempotency_key, print_)
+        if replay is not None:
+            return replay
+        now = self.wall()
+        today = local_date(now)
+        reader = InputReader(data)
+        procedure = self.procedure(reader, today)
+        applicant = self.applicant(reader, today)
+        documents = self.documents(reader, procedure)
+        fee = self.fee(reader, procedure)
+        channel = reader.integer("channel", "kênh tiếp nhận", 1, 3, default=1)
+        note = reader.text("note", "ghi chú", required=False, max_len=2000, multiline=True)
+        reader.check()
+        assert procedure is not None and applicant is not None and channel is not None
+        due = self._due(procedure, now)
+        book = f"{self.journal.node_id}-{today.year}"
+        code, line = await self._reserve(today, book)
+        try:
+            lookup = new_lookup_code(os.urandom(16))
+            lookup_hash = await asyncio.to_thread(
+                hash_lookup_code,
+                str(code),
+                lookup,
+                **({"iterations": self.lookup_iterations} if self.lookup_iterations else {}),
+            )
+            assert line is not None
+            body = builders.received_body(
+                dossier=str(code),
+                actor=actor,
+                applicant=applicant,
+                procedure=ProcedureRef(procedure.code, procedure.version),
+                documents=documents,
+                channel=channel,
+                pickup=self.journal.node_id,
+                fee=fee,
+                received_at=now,
+                due_at=due,
+                register=RegisterLine(book, line),
+                lookup=lookup_hash,
+                note=note,
+            )
+            async with self.store.write() as db:
+                replay_row = await idempotent_result(db, idempotency_key, print_)
+                if replay_row is not None:
+                    return await self._recorded_from(db, replay_row, replayed=True)
+                entry = await self.journal.append(db, "dossier.received", body, actor=actor)
+                await db.execute("INSERT INTO lookup_codes VALUES (?,?,?)", (str(code), lookup, now))
+                await remember(db, idempotency_key, print_, actor, entry, str(code), now)
+                result = await self._recorded(db, entry, str(code), lookup_code=format_lookup_code(lookup))
+        except BodyInvalid as exc:
+            raise InvalidInput({exc.field or "body": exc.reason}) from None
+        finally:
+            self._release(code, book, line)
+        return result
+
+    async def refuse(
+        self, data: Mapping[str, Any], *, actor: str, idempotency_key: str | None = None
+    ) -> Recorded:
+        """Refuse a dossier at reception (Phiếu từ chối): a code is allocated for the refusal notice."""
+        print_ = fingerprint("dossier.refused", None, data)
+        replay = await self._replay(idempotency_key, print_)
+        if replay is not None:
+            return replay
+        now = self.wall()
+        today = local_date(now)
+        reader = InputReader(data)
+        procedure = self.procedure(reader, today)
+        applicant = self.applicant(reader, today)
+        reason = reader.text("reason", "lý do từ chối", max_len=2000, multiline=True)
+        reader.check()
+        assert procedure is not None and applicant is not None and reason is not None
+        code, _ = await self._reserve(today, None)
+        try:
+            body = builders.refused_body(
+                dossier=str(code),
+                actor=actor,
+                reason=reason,
+                applicant=applicant,
+                procedure=ProcedureRef(procedure.code, procedure.version),
+                channel=1,
+            )
+            async with self.store.write() as db:
+                replay_row = await idempotent_result(db, idempotency_key, print_)
+                if replay_row is not None:
+                    return await self._recorded_from(db, replay_row, replayed=True)
+                entry = await self.journal.append(db, "dossier.refused", body, actor=actor)
+                await remember(db, idempotency_key, print_, actor, entry, str(code), now)
+                return await self._recorded(db, entry, str(code))
+        except BodyInvalid as exc:
+            raise InvalidInput({exc.field or "body": exc.reason}) from None
+        finally:
+            self._release(code, None, None)
+
+    async def _replay(self, key: str | None, print_: str) -> Recorded | None:
+        if key is None:
+            return None
+        if not 8 <= len(key) <= 128 or not key.isascii() or not key.isprintable():
+            raise InvalidInput({"idempotency_key": "Khóa chống gửi trùng phải gồm 8–128 ký tự ASCII."})
+        async with self.store.read() as db:
+            row = await idempotent_result(db, key, print_)
+            return None if row is None else await self._recorded_from(db, row, replayed=True)
+
+    async def _recorded_from(
+        self, db: aiosqlite.Connection, row: tuple[str, str, int, int, str], *, replayed: bool
+    ) -> Recorded:
+        code, log, epoch, seq, _ = row
+        async with db.execute(
+            "SELECT raw FROM entries WHERE log=? AND epoch=? AND seq=?", (log, epoch, seq)
+        ) as c:
+            found = await c.fetchone()
+        assert found is not None
+        async with db.execute("SELECT code FROM lookup_codes WHERE dossier = ?", (code,)) as c:
+            lookup = await c.fetchone()
+        entry = Entry.parse(bytes(found[0]))
+        recorded = await self._recorded(
+            db, entry, code, lookup_code=format_lookup_code(lookup[0]) if lookup else None
+        )
+        return dataclasses.replace(recorded, replayed=replayed)
+
+    @staticmethod
+    async def _recorded(
+        db: aiosqlite.Connection, entry: Entry, code: str, *, lookup_code: str | None = None
+    ) -> Recorded:
+        async with db.execute("SELECT national, state, due_at FROM dossiers WHERE code = ?", (code,)) as c:
+            row = await c.fetchone()
+        status, state, due = (int(row[0]), str(row[1]), row[2]) if row else (0, "pending", None)
+        return Recorded(
+            code, entry.kind, entry.log, entry.epoch, entry.seq, entry.hash, status, state, due, lookup_code
+        )
+
+
+def _seq_of(code: str) -> int | None:
+    tail = code[-4:]
+    return int(tail) if tail.isdigit() else None

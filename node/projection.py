@@ -1,0 +1,292 @@
+"""Projections: the query tables derived from the log by the protocol's deterministic dossier fold.
+
+After each dossier entry is inserted, ``apply`` refolds that dossier from *all* of its entries in the
+store (every log, every epoch) with ``protocol.dossier.fold`` and rewrites its rows. ``rebuild`` does the
+same for every dossier from an empty slate, so the incremental path and a full refold are the same
+computation; ``motcua-node verify`` checks that the stored tables equal a refold (``snapshot``).
+
+Tables: ``dossiers`` (one row per dossier: status, applicant, dates, search keys, the folded state as
+JSON), ``timeline`` (applied events), ``conflicts`` (events the fold could not apply), ``counters``
+(events per local day and kind).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import unicodedata
+from collections.abc import Iterable
+from typing import Any
+
+import aiosqlite
+
+from protocol.calendar import local_date
+from protocol.dossier.codes import DossierCode
+from protocol.dossier.events import DOSSIER_KINDS
+from protocol.dossier.fold import fold
+from protocol.dossier.state import DossierState, EventRecord
+from protocol.entry import Entry
+
+__all__ = [
+    "PROJECTION_SQL",
+    "PROJECTION_TABLES",
+    "apply",
+    "fold_name",
+    "rebuild",
+    "record_of",
+    "snapshot",
+    "state_to_json",
+]
+
+PROJECTION_SQL = """
+CREATE TABLE dossiers (
+    code                TEXT PRIMARY KEY,
+    unit                TEXT NOT NULL,
+    day                 TEXT NOT NULL,            -- reception day in the code, YYYY-MM-DD
+    day_seq             INTEGER NOT NULL,
+    state               TEXT NOT NULL,            -- internal state (protocol.dossier.status)
+    national            INTEGER NOT NULL,         -- national status code 1..10
+    procedure_code      TEXT,
+    procedure_version   TEXT,
+    applicant_name      TEXT,
+    name_folded         TEXT,                     -- lower case, diacritics stripped, đ -> d
+    id_type             TEXT,
+    id_number           TEXT,
+    phone               TEXT,
+    channel             INTEGER,
+    register_book       TEXT,
+    register_line       INTEGER,
+    received_at         INTEGER,
+    due_at              INTEGER,
+    adjusted_due_at     INTEGER,
+    ended_at            INTEGER,
+    timeliness          TEXT,
+    supplement_requests INTEGER NOT NULL,
+    receiving_node      TEXT,
+    created_by          TEXT,
+    first_ms            INTEGER NOT NULL,
+    last_ms             INTEGER NOT NULL,
+    open_conflicts      INTEGER NOT NULL,
+    state_json          TEXT NOT NULL
+) STRICT;
+
+CREATE INDEX dossiers_received ON dossiers (received_at);
+CREATE INDEX dossiers_due ON dossiers (national, adjusted_due_at);
+CREATE INDEX dossiers_name ON dossiers (name_folded);
+CREATE INDEX dossiers_id ON dossiers (id_number);
+CREATE INDEX dossiers_register ON dossiers (register_book, register_line);
+
+CREATE TABLE timeline (
+    dossier TEXT NOT NULL,
+    pos     INTEGER NOT NULL,
+    log     TEXT NOT NULL,
+    epoch   INTEGER NOT NULL,
+    seq     INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL,
+    time_n  INTEGER NOT NULL,
+    day     TEXT NOT NULL,                          -- local (UTC+7) day of time_ms
+    kind    TEXT NOT NULL,
+    actor   TEXT,
+    hash    TEXT NOT NULL,
+    PRIMARY KEY (dossier, pos)
+) STRICT;
+
+CREATE INDEX timeline_day ON timeline (day, kind);
+
+CREATE TABLE conflicts (
+    hash        TEXT PRIMARY KEY,                   -- entry hash of the event not applied
+    dossier     TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    hit_state   TEXT,
+    detail      TEXT NOT NULL,
+    resolved_by TEXT,
+    decision    TEXT
+) STRICT;
+
+CREATE INDEX conflicts_dossier ON conflicts (dossier);
+
+CREATE TABLE counters (
+    day   TEXT NOT NULL,
+    kind  TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (day, kind)
+) STRICT;
+"""
+
+PROJECTION_TABLES = ("dossiers", "timeline", "conflicts", "counters")
+_ORDER = {
+    "dossiers": "code",
+    "timeline": "dossier, pos",
+    "conflicts": "hash",
+    "counters": "day, kind",
+}
+
+
+def fold_name(text: str) -> str:
+    """Search key of a name: NFD, combining marks removed, đ/Đ -> d, lower case, spaces collapsed."""
+    decomposed = unicodedata.normalize("NFD", text.replace("đ", "d").replace("Đ", "D"))
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(stripped.lower().split())
+
+
+def record_of(entry: Entry) -> EventRecord:
+    """The fold's view of an entry."""
+    return EventRecord(entry.log, entry.epoch, entry.seq, entry.time, entry.kind, entry.body, entry.hash)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def state_to_json(state: DossierState) -> str:
+    """The folded state as deterministic JSON (timeline and conflicts live in their own tables)."""
+    data = _plain(dataclasses.replace(state, timeline=(), conflicts=()))
+    return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+async def _records(db: aiosqlite.Connection, code: str) -> list[EventRecord]:
+    async with db.execute("SELECT raw FROM entries WHERE dossier = ?", (code,)) as cursor:
+        return [record_of(Entry.parse(bytes(row[0]))) async for row in cursor]
+
+
+async def _clear(db: aiosqlite.Connection, code: str) -> set[str]:
+    async with db.execute("SELECT DISTINCT day FROM timeline WHERE dossier = ?", (code,)) as cursor:
+        days = {str(row[0]) async for row in cursor}
+    for table, column in (("dossiers", "code"), ("timeline", "dossier"), ("conflicts", "dossier")):
+        await db.execute(f"DELETE FROM {table} WHERE {column} = ?", (code,))
+    return days
+
+
+async def _write(db: aiosqlite.Connection, code: str, state: DossierState) -> set[str]:
+    parsed = DossierCode.parse(code)
+    applicant = state.applicant
+    first = state.timeline[0].time[0] if state.timeline else 0
+    last = state.timeline[-1].time[0] if state.timeline else 0
+    created_by = state.timeline[0].actor if state.timeline else None
+    await db.execute(
+        "INSERT INTO dossiers VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            code,
+            parsed.unit,
+            parsed.day.isoformat(),
+            parsed.seq,
+            state.state.value,
+            int(state.status),
+            state.procedure.code if state.procedure else None,
+            state.procedure.version if state.procedure else None,
+            applicant.name if applicant else None,
+            fold_name(applicant.name) if applicant else None,
+            applicant.id_type if applicant else None,
+            applicant.id_number if applicant else None,
+            applicant.phone if applicant else None,
+            state.channel,
+            state.register.book if state.register else None,
+            state.register.line if state.register else None,
+            state.received_at,
+            state.due_at,
+            state.adjusted_due_at,
+            state.ended_at,
+            state.timeliness.value if state.timeliness else None,
+            state.supplement_requests,
+            state.receiving_node,
+            created_by,
+            first,
+            last,
+            len(state.open_conflicts),
+            state_to_json(state),
+        ),
+    )
+    days: set[str] = set()
+    for pos, item in enumerate(state.timeline):
+        day = local_date(item.time[0]).isoformat()
+        days.add(day)
+        await db.execute(
+            "INSERT INTO timeline VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                code,
+                pos,
+                item.log,
+                item.epoch,
+                item.seq,
+                item.time[0],
+                item.time[1],
+                day,
+                item.kind,
+                item.actor,
+                item.hash,
+            ),
+        )
+    for conflict in state.conflicts:
+        await db.execute(
+            "INSERT INTO conflicts VALUES (?,?,?,?,?,?,?,?)",
+            (
+                conflict.record.hash,
+                code,
+                conflict.reason.value,
+                conflict.record.kind,
+                conflict.state.value if conflict.state else None,
+                conflict.detail,
+                conflict.resolved_by,
+                conflict.decision,
+            ),
+        )
+    return days
+
+
+async def _count(db: aiosqlite.Connection, days: Iterable[str]) -> None:
+    for day in sorted(set(days)):
+        await db.execute("DELETE FROM counters WHERE day = ?", (day,))
+        await db.execute(
+            "INSERT INTO counters (day, kind, value) SELECT day, kind, count(*) FROM timeline"
+            " WHERE day = ? GROUP BY day, kind",
+            (day,),
+        )
+
+
+async def _refold(db: aiosqlite.Connection, code: str) -> set[str]:
+    days = await _clear(db, code)
+    state = fold(await _records(db, code)).dossiers.get(code)
+    if state is not None:
+        days |= await _write(db, code, state)
+    return days
+
+
+async def apply(db: aiosqlite.Connection, entry: Entry) -> None:
+    """Projector for the journal: refold the dossier ``entry`` belongs to (inside the transaction)."""
+    if entry.kind not in DOSSIER_KINDS:
+        return
+    code = entry.body.get("dossier")
+    if not isinstance(code, str):
+        return
+    await _count(db, await _refold(db, code))
+
+
+async def rebuild(db: aiosqlite.Connection) -> int:
+    """Recompute every projection table from the entries alone; return the number of dossiers."""
+    for table in PROJECTION_TABLES:
+        await db.execute(f"DELETE FROM {table}")
+    async with db.execute("SELECT DISTINCT dossier FROM entries WHERE dossier IS NOT NULL") as cursor:
+        codes = sorted([str(row[0]) async for row in cursor])
+    days: set[str] = set()
+    for code in codes:
+        days |= await _refold(db, code)
+    await _count(db, days)
+    async with db.execute("SELECT count(*) FROM dossiers") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def snapshot(db: aiosqlite.Connection) -> dict[str, list[tuple[object, ...]]]:
+    """Every projection row, in a fixed order, for comparing stored tables with a refold."""
+    result: dict[str, list[tuple[object, ...]]] = {}
+    for table in PROJECTION_TABLES:
+        async with db.execute(f"SELECT * FROM {table} ORDER BY {_ORDER[table]}") as cursor:
+            result[table] = [tuple(row) async for row in cursor]
+    return result

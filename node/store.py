@@ -1,0 +1,147 @@
+"""The node's SQLite store: one writer connection, one read-only reader connection.
+
+- ``async with store.write() as db:`` takes the writer lock, runs ``BEGIN IMMEDIATE``, commits on a
+  clean exit and rolls back on any error. Commit happens before the block's caller answers anyone, so
+  "durable before acknowledged" holds with ``synchronous=FULL``. After an SQLite error the connection's
+  ``in_transaction`` is checked: SQLite may already have rolled back on its own (sqlite.org
+  c3ref/get_autocommit), and a second ROLLBACK would raise and hide the first error.
+- ``async with store.read() as db:`` gives the reader (``query_only``); WAL lets it read while the
+  writer writes. Reads never see a transaction that has not committed.
+- ``close()`` is idempotent; any use after it raises ``StoreClosed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiosqlite
+
+from node.errors import StoreClosed
+
+__all__ = ["Store"]
+
+log = logging.getLogger("motcua.node.store")
+
+_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=10000",
+)
+
+
+class Store:
+    """One SQLite file: a writer (serialised by an asyncio lock) and a read-only reader."""
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | Path, *, migrate: bool = True) -> Store:
+        """Open (creating if needed) and migrate the database at ``path``."""
+        path = Path(path)
+        writer = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            for pragma in _PRAGMAS:
+                await writer.execute(pragma)
+            if migrate:
+                from node.migrations import MIGRATIONS, apply_migrations
+
+                await apply_migrations(writer, MIGRATIONS)
+            reader = await aiosqlite.connect(path, isolation_level=None)
+        except BaseException:
+            await writer.close()
+            raise
+        try:
+            await reader.execute("PRAGMA busy_timeout=10000")
+            await reader.execute("PRAGMA query_only=ON")
+        except BaseException:
+            await reader.close()
+            await writer.close()
+            raise
+        return cls(path, writer, reader)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed(detail=str(self.path))
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction (BEGIN IMMEDIATE); commits on exit, rolls back on error."""
+        self._check_open()
+        async with self._lock:
+            self._check_open()
+            db = self._writer
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await self._rollback()
+                raise
+            try:
+                await db.commit()
+            except BaseException:
+                await self._rollback()
+                raise
+
+    async def _rollback(self) -> None:
+        db = self._writer
+        try:
+            if db.in_transaction:
+                await db.rollback()
+        except sqlite3.Error:  # the connection is unusable; the caller sees the original error
+            log.exception("rollback failed on %s", self.path)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The read-only connection, inside one read transaction (a consistent snapshot)."""
+        self._check_open()
+        async with self._read_lock:
+            self._check_open()
+            db = self._reader
+            await db.execute("BEGIN")
+            try:
+                yield db
+            finally:
+                if db.in_transaction:
+                    await db.rollback()
+
+    async def fetchall(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
+        """Convenience: run one query on the reader and return every row (``sqlite3.Row``)."""
+        async with self.read() as db:
+            db.row_factory = sqlite3.Row
+            try:
+                async with db.execute(sql, args) as cursor:
+                    return list(await cursor.fetchall())  # type: ignore[arg-type]
+            finally:
+                db.row_factory = None
+
+    async def fetchone(self, sql: str, args: Sequence[object] = ()) -> sqlite3.Row | None:
+        rows = await self.fetchall(sql, args)
+        return rows[0] if rows else None
+
+    async def close(self) -> None:
+        """Close both connections; idempotent. Waits for a running write transaction to finish."""
+        if self._closed:
+            return
+        async with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            async with self._read_lock:
+                await self._reader.close()
+            await self._writer.close()

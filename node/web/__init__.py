@@ -1,0 +1,1 @@
+"""The staff web UI (server-rendered, Vietnamese, no external assets)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from central.app import make_app
+from central.app import HUB, make_app
 from central.audit import verify_all
 from central.config import ConfigError, load
 from central.errors import CentralError, now_ms
@@ -51,8 +51,24 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from central.service import hub_problems, serve
+
     config = load(_data(args), listen=args.listen)
-    web.run_app(make_app(config), host=config.host, port=config.port, print=None)
+
+    async def health(app: web.Application) -> list[str]:
+        return await hub_problems(app[HUB])
+
+    asyncio.run(
+        serve(
+            make_app(config),
+            config.host,
+            config.port,
+            health=health,
+            ready_status=f"hub serving on http://{config.listen}/",
+            stopping_status="hub stopping",
+            announce=lambda line: print(line, file=sys.stderr),
+        )
+    )
     return 0
 
 
@@ -194,7 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="re-verify every stored log and every receipt issued")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_verify)
+    _data_after_subcommand(sub)
     return parser
+
+
+def _data_after_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Accept ``--data`` after the command too (``motcua-central serve --data DIR``, as in the unit)."""
+    for parser in sub.choices.values():
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        for action in nested:
+            _data_after_subcommand(action)
+        if not nested:
+            parser.add_argument("--data", default=argparse.SUPPRESS, help="hub state directory")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

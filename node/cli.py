@@ -132,6 +132,9 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
     from aiohttp import web
 
     from node.app import make_app
+    from node.health import readiness_problems
+    from node.service import serve
+    from node.web.keys import NODE
 
     config = _load(args)
     if args.listen:
@@ -139,13 +142,21 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
         config_module.validate(config)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, port = config.host_port
-    web.run_app(
-        make_app(config),
-        host=host,
-        port=port,
-        print=lambda m: err.write(f"{m}\n"),
-        access_log=None,
-        shutdown_timeout=10,
+    app = make_app(config)
+
+    async def health(app: web.Application) -> list[str]:
+        return await readiness_problems(app[NODE])
+
+    asyncio.run(
+        serve(
+            app,
+            host,
+            port,
+            health=health,
+            ready_status=f"Đang phục vụ {config.node_id} ({config.name}) tại http://{config.listen}/",
+            stopping_status=f"Đang dừng {config.node_id}",
+            announce=lambda line: err.write(f"{line}\n"),
+        )
     )
     return EXIT_OK
 

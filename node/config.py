@@ -138,6 +138,8 @@ def _coerce(name: str, value: object, *, from_env: bool) -> object:
         if type(value) is not bool:
             raise ConfigError(f"{where}: phải là true hoặc false, không phải {value!r}")
         return value
+    if value is None and kind == "str | None":  # an empty MOTCUA_NODE_HUB_URL clears the file's value
+        return None
     if not isinstance(value, str):
         raise ConfigError(f"{where}: phải là chuỗi ký tự, không phải {value!r}")
     if kind == "str | None":

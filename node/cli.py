@@ -8,6 +8,7 @@
     motcua-node user add --data DIR --username U --role staff|supervisor [--display-name N] [--password-stdin]
     motcua-node token create --data DIR --name NAME [--role staff|supervisor]
     motcua-node token revoke --data DIR --name NAME
+    motcua-node backup | restore-backup | reprovision | rotate-key | purge-scans   (see node/opscli.py)
 
 Exit codes: 0 success, 1 verification found a problem, 2 bad arguments or configuration, 3 runtime error.
 Progress and messages go to stderr; machine-readable output (exports, ``--json``, tokens) to stdout.
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from node import config as config_module
+from node import opscli
 from node.auth import add_user, create_token
 from node.config import KINDS, NodeConfig
 from node.errors import ConfigError, InvalidInput, NodeError
@@ -97,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     p = token.add_parser("revoke", help="revoke an API token")
     data(p)
     p.add_argument("--name", required=True)
+    opscli.add_parsers(sub)
     return parser
 
 
@@ -133,10 +136,12 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
 
     from node.app import make_app
     from node.health import readiness_problems
+    from node.reprovision import refuse_if_pending
     from node.service import serve
     from node.web.keys import NODE
 
     config = _load(args)
+    refuse_if_pending(config.data_dir)
     if args.listen:
         config = dataclasses.replace(config, listen=args.listen)
         config_module.validate(config)
@@ -294,6 +299,8 @@ async def _token(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     command = args.command
+    if command in opscli.COMMANDS:
+        return opscli.run(args, out, err)
     if command == "serve":
         return _serve(args, err)
     if command == "init":

@@ -404,8 +404,16 @@ async def finish_restore(
 
 
 async def _has_hub_history(store: Store, node: str) -> bool:
-    row = await store.fetchone("SELECT count(*) FROM hub_receipts WHERE log = ?", (node,))
-    return bool(row and row[0])
+    """Whether any hub receipt for this node's log was ever stored (in either receipts table)."""
+    tables = {
+        str(r[0]) for r in await store.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    for table in ("hub_receipts", "sync_receipts"):
+        if table in tables:
+            row = await store.fetchone(f"SELECT count(*) FROM {table} WHERE log = ?", (node,))
+            if row and row[0]:
+                return True
+    return False
 
 
 async def _next_epoch(

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck check bench soak clean
+.PHONY: demo test lint typecheck check bench soak clean wheelhouse
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,19 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+## Offline install: every pinned runtime wheel plus motcua itself, for a branch PC with no internet.
+WHEELHOUSE ?= dist/wheelhouse
+wheelhouse: $(STAMP)
+	rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
+	$(BIN)/python -m pip wheel --quiet --require-hashes --no-deps -r requirements/runtime.lock -w $(WHEELHOUSE)
+	$(BIN)/python -m pip wheel --quiet --no-deps . -w $(WHEELHOUSE)
+	cp requirements/runtime.lock $(WHEELHOUSE)/requirements.lock
+	cd $(WHEELHOUSE) && sha256sum *.whl > SHA256SUMS
+	@echo "wheelhouse ready in $(WHEELHOUSE): copy it to the branch PC and run"
+	@echo "  python3 -m venv /opt/motcua/venv"
+	@echo "  /opt/motcua/venv/bin/pip install --no-index --find-links WHEELHOUSE --require-hashes -r WHEELHOUSE/requirements.lock"
+	@echo "  /opt/motcua/venv/bin/pip install --no-index --no-deps WHEELHOUSE/motcua-*.whl"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

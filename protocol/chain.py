@@ -9,11 +9,11 @@ well-formed ``log.genesis`` naming that same key. Body validation per kind is a 
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
 
-from protocol.encoding import b64url_decode
 from protocol.entry import GENESIS_KIND, HASH_RE, VERSION, Entry
 from protocol.errors import (
     BadGenesis,
@@ -101,11 +101,14 @@ def _check_links(state: ChainState, entry: Entry) -> None:
         raise TimeWentBackwards(f"time {list(entry.time)} is before {list(state.time)}")
 
 
+_SIG_LAST = frozenset("AQgw")  # 64 bytes = 86 base64url characters; the last holds 2 bits + 4 zero bits
+
+
 def _check_signature(key: PublicKey, entry: Entry) -> None:
-    try:
-        signature = b64url_decode(entry.sig, length=64)
-    except ValueError as exc:
-        raise BadSignature(f"sig: {exc}") from None
+    # Entry.parse already checked 86 base64url characters; only canonical trailing bits remain.
+    if entry.sig[-1] not in _SIG_LAST:
+        raise BadSignature("sig: non-canonical base64url (trailing bits set)")
+    signature = base64.urlsafe_b64decode(entry.sig + "==")
     if not key.verify(signature, entry.signable()):
         raise BadSignature(f"signature of {entry.position} does not verify with the registered key")
 
@@ -128,7 +131,7 @@ def verify_next(state: ChainState, entry: Entry) -> ChainState:
 
 def _fail(exc: ProtocolError, index: int, state: ChainState) -> ProtocolError:
     exc.index = index  # type: ignore[attr-defined]
-    exc.state = state  # type: ignore[attr-defined]
+    exc.state = state.materialize() if isinstance(state, _Cursor) else state  # type: ignore[attr-defined]
     return exc
 
 
@@ -145,14 +148,49 @@ def verify_chain(
     are exactly those of the sequential order: the first failing entry, and for it the first failing check.
     """
     if executor is None:
-        for index, item in enumerate(entries):
-            try:
-                entry = Entry.parse(item) if isinstance(item, bytes) else item
-                state = verify_next(state, entry)
-            except ProtocolError as exc:
-                raise _fail(exc, index, state) from None
-        return state
+        return _verify_sequential(state, entries)
     return _verify_parallel(state, list(entries), executor, batch)
+
+
+def _verify_sequential(state: ChainState, entries: Iterable[bytes | Entry]) -> ChainState:
+    key = state.key
+    last: Entry | None = None
+    current = state
+    for index, item in enumerate(entries):
+        try:
+            entry = Entry.parse(item) if isinstance(item, bytes) else item
+            _check_links(current, entry)
+            _check_signature(key, entry)
+            _check_kind(key, entry)
+        except ProtocolError as exc:
+            raise _fail(exc, index, current) from None
+        last = entry
+        # Cheap stand-in state for the next link check; the real ChainState is built once at the end.
+        current = _Cursor(current, entry)  # type: ignore[assignment]
+    if last is None:
+        return state
+    return replace(state, seq=last.seq, head=last.hash, time=last.time)
+
+
+class _Cursor:
+    """Quacks like ChainState for ``_check_links`` without building a frozen dataclass per entry."""
+
+    __slots__ = ("log", "epoch", "key", "seq", "head", "time", "_base")
+    log: str
+    epoch: int
+    key: PublicKey
+    seq: int
+    head: str | None
+    time: tuple[int, int]
+    _base: ChainState
+
+    def __init__(self, base: ChainState | _Cursor, entry: Entry) -> None:
+        self._base = base._base if isinstance(base, _Cursor) else base
+        self.log, self.epoch, self.key = base.log, base.epoch, base.key
+        self.seq, self.head, self.time = entry.seq, entry.hash, entry.time
+
+    def materialize(self) -> ChainState:
+        return replace(self._base, seq=self.seq, head=self.head, time=self.time)
 
 
 def _first_bad_signature(key: PublicKey, run: list[Entry], offset: int) -> tuple[int, ProtocolError] | None:

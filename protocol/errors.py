@@ -27,7 +27,14 @@ test vectors) and a human ``reason``. ``retryable`` tells a sync loop whether tr
     │   └── BadSignature
     ├── KeyError_                   key files and key text (named to avoid the builtin)
     ├── BodyInvalid                 body fails validation for its kind: quarantine, not chain break
-    └── DomainError                 dossier rules: codes, calendar, catalog, citizen id, transitions
+    └── DomainError                 dossier rules
+        ├── CalendarInvalid         calendar data malformed (names the field)
+        ├── CalendarNotCovered      a date outside the years the calendar covers
+        ├── CatalogInvalid          catalog data malformed (names the field)
+        ├── UnknownProcedure
+        ├── DossierCodeInvalid
+        ├── CodeBlockExhausted      a node used every code of its daily block
+        └── CitizenIdInvalid
 """
 
 from __future__ import annotations

@@ -150,6 +150,12 @@ def test_gap_reports_expected_seq() -> None:
     with pytest.raises(SequenceGap) as info:
         verify_chain(start(), [chain[0], chain[1], chain[3]])
     assert (info.value.expected, info.value.got, info.value.index) == (3, 4, 2)  # type: ignore[attr-defined]
+    good = info.value.state  # type: ignore[attr-defined]
+    assert isinstance(good, ChainState) and (good.seq, good.head, good.time) == (
+        2,
+        chain[1].hash,
+        chain[1].time,
+    )
 
 
 CHAIN = make_chain(6)
@@ -222,3 +228,12 @@ def test_signature_with_s_plus_l_is_rejected() -> None:
 
     with pytest.raises(BadSignature):
         verify_chain(start(), [chain[0].raw, canonical(fields)])
+
+
+def test_dossier_bodies_are_validated_after_the_chain() -> None:
+    from protocol import BodyInvalid, validate_body
+
+    validate_body("some.future_kind", {"anything": 1})  # unknown kinds are carried, not refused
+    with pytest.raises(BodyInvalid) as info:
+        validate_body("dossier.received", {"dossier": "not a code"})
+    assert info.value.code == "body_invalid"

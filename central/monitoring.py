@@ -98,7 +98,7 @@ def configure_logging(level: int = logging.INFO, stream: Any = None) -> None:
     root.setLevel(level)
 
 
-@dataclass
+@dataclass(eq=False)  # registries keep collectors in a dict: identity hash
 class NodeGauges(Collector):
     """Per-node gauges from the last assessment (refreshed before each scrape)."""
 

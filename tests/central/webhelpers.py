@@ -134,3 +134,32 @@ async def settle(client: TestClient) -> None:
                 return
         await asyncio.sleep(0.01)
     raise AssertionError("the dossier projector did not settle")
+
+
+def forked(branch: Branch, seq: int) -> Any:
+    """A validly signed entry at ``seq`` that differs from the one the branch already pushed there."""
+    from protocol import sign_entry
+
+    held = branch.sim.entries[seq - 1]
+    return sign_entry(
+        branch.sim.key,
+        log=branch.sim.node,
+        epoch=branch.sim.epoch,
+        seq=seq,
+        prev=held.prev,
+        time=held.time,
+        kind="test.note",
+        body={"n": "another history"},
+    )
+
+
+ROW_RE = re.compile(r'<tr class="sev-\d" data-node="([^"]+)" data-severity="(\d)">(.*?)</tr>', re.S)
+CODE_RE = re.compile(r'data-code="([a-z_]+)"')
+
+
+async def table(client: TestClient, query: str = "") -> dict[str, tuple[int, set[str], str]]:
+    """The dashboard fragment as {node: (severity, problem codes, row html)}."""
+    resp = await client.get("/admin/table" + query)
+    assert resp.status == 200
+    html = await resp.text()
+    return {m[1]: (int(m[2]), set(CODE_RE.findall(m[3])), m[3]) for m in ROW_RE.finditer(html)}

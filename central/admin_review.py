@@ -23,6 +23,7 @@ from aiohttp import web
 
 from central.errors import Conflict, NotFound
 from central.mailbox import Post
+from central.officers import order_after_dossier
 from central.store import Extra, SqliteStore
 from central.web import WEB, PageError, need, render
 from protocol import Entry, is_hub_log, mailbox_log, nfc
@@ -206,6 +207,7 @@ async def resolve(request: web.Request) -> web.StreamResponse:
         involved.add(mailbox_log(conflict.record.log))
     target_box = mailbox_log(routing.receiving_node)
     forward = tuple(sorted(involved - {target_box}))
+    await order_after_dossier(ctx.hub, code)
     await ctx.hub.mailbox.post([Post(target_box, "dossier.conflict_resolved", body, forward)])
     await ctx.audit(session.user.username, f"conflict_{decision}", f"{code} {target[:16]}")
     await ctx.dossiers.refresh(code)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from central import dossier_index as index
 from central.mailbox import Post
+from central.officers import order_after_dossier
 from central.web import WEB, PageError, need, render
 from protocol import mailbox_log, nfc
 from protocol.calendar import from_local
@@ -83,6 +84,7 @@ async def apology(request: web.Request) -> web.StreamResponse:
         approved_by=approved,
     )
     forward = () if row.pickup_node == row.receiving_node else (mailbox_log(row.pickup_node),)
+    await order_after_dossier(ctx.hub, code)
     await ctx.hub.mailbox.post([Post(mailbox_log(row.receiving_node), "dossier.apology", body, forward)])
     await ctx.audit(session.user.username, "apology", code)
     await ctx.dossiers.refresh(code)

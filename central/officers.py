@@ -36,7 +36,7 @@ from protocol import (
 )
 from protocol.dossier import MEDIA_TYPES, is_dossier_code
 
-__all__ = ["ACTIONS", "add_officer", "officer_routes", "record_action"]
+__all__ = ["ACTIONS", "add_officer", "officer_routes", "order_after_dossier", "record_action"]
 
 ACTIONS = {
     "transfer": "dossier.transferred",
@@ -92,6 +92,17 @@ def _result_file(fields: dict[str, Any]) -> tuple[bytes, str, int] | None:
     return data, spec["media_type"], spec["pages"]
 
 
+async def order_after_dossier(hub: Hub, code: str) -> None:
+    """Make the hub's next entries order after every event of the dossier the hub holds (within the
+    clock's drift bound), so a decision never folds before the events it answers."""
+    row = await hub.store.fetchone(
+        "SELECT time_ms, time_n FROM entries WHERE dossier = ? ORDER BY time_ms DESC, time_n DESC LIMIT 1",
+        (code,),
+    )
+    if row is not None:
+        hub.mailbox.hlc.observe((row[0], row[1]), hub.clock())
+
+
 async def record_action(
     hub: Hub,
     dossiers: Dossiers,
@@ -111,6 +122,7 @@ async def record_action(
         raise NotFound("not_found", "the hub holds no reception of this dossier yet")
     if action == "refuse":
         fields["outcome"] = "refused"
+    await order_after_dossier(hub, code)
     body = {**fields, "dossier": code, "actor": actor}
     posts = []
     forward = () if routing.pickup_node == routing.receiving_node else (mailbox_log(routing.pickup_node),)

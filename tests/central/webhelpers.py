@@ -20,7 +20,7 @@ from protocol.dossier import (
     hash_lookup_code,
     received_body,
 )
-from tests.central.helpers import T0, SimNode, hub_clock, hub_of
+from tests.central.helpers import SimNode, hub_clock, hub_of
 
 PASSWORD = "mật khẩu đủ dài 2026"
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
@@ -69,7 +69,8 @@ class Branch:
         pickup: str | None = None,
     ) -> str:
         self.count += 1
-        at = received_at if received_at is not None else T0 + 2 * 3600 * 1000  # 2026-01-01 09:00 +07
+        # default: half an hour before hub time (node clocks agree with the hub's)
+        at = received_at if received_at is not None else hub_clock.now - 30 * 60 * 1000
         from protocol.calendar import local_date
 
         day = local_date(at)

@@ -136,7 +136,8 @@ def test_push_result_and_hub_state_wire() -> None:
         node="CN01",
         epoch=1,
         status="active",
-        logs=(LogHead("CN01", 1, 3, "b" * 64),), mailboxes=(LogHead("hub.CN01", 1, 0, None),)
+        logs=(LogHead("CN01", 1, 3, "b" * 64),),
+        mailboxes=(LogHead("hub.CN01", 1, 0, None),),
     )
     assert HubState.from_wire(state.to_wire()) == state
     with pytest.raises(BadShape):

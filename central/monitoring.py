@@ -96,6 +96,8 @@ def configure_logging(level: int = logging.INFO, stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # observe_middleware writes the access line, without the query string; aiohttp's own would log it.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 @dataclass(eq=False)  # registries keep collectors in a dict: identity hash

@@ -11,7 +11,7 @@ from aiohttp import web
 from central import sync_api
 from central.config import CentralConfig
 from central.dossiers import DOSSIERS, TRACK_LIMIT, Dossiers, IpLimiter, track_routes
-from central.errors import error_middleware, now_ms
+from central.errors import CLOCK, error_middleware, now_ms
 from central.hub import HUB, Hub
 from central.officers import officer_routes
 from central.web import install as install_web
@@ -39,6 +39,7 @@ def make_app(config: CentralConfig, *, clock: Callable[[], int] = now_ms) -> web
                 await projector
             await hub.close()
 
+    app[CLOCK] = clock
     app.cleanup_ctx.append(hub_ctx)
     app.add_routes(sync_api.routes)
     app.add_routes(officer_routes)

@@ -30,6 +30,7 @@ from aiohttp import web
 from protocol import DecodeError, ErrorReply, LogHead, ProtocolError, canonical
 
 __all__ = [
+    "CLOCK",
     "BadRequest",
     "CentralError",
     "Conflict",
@@ -49,6 +50,9 @@ log = logging.getLogger("motcua.central")
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+CLOCK = web.AppKey("clock", Callable[[], int])
 
 
 class CentralError(Exception):
@@ -160,5 +164,5 @@ async def error_middleware(
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         err = CentralError("internal", "internal error")
-    reply = ErrorReply(err.code, err.reason, now_ms(), err.head, err.index)
+    reply = ErrorReply(err.code, err.reason, request.app.get(CLOCK, now_ms)(), err.head, err.index)
     return error_response(err.status, reply, err.retry_after)

@@ -125,10 +125,12 @@ class Receiver:
         loop = asyncio.get_running_loop()
         lock = self._locks.setdefault((log, epoch), asyncio.Lock())
         async with lock:
-            entries = await loop.run_in_executor(self.driver_pool, _parse_all, lines)
+            try:
+                first = Entry.parse(lines[0]).seq
+            except ProtocolError as exc:
+                raise _at(exc, 0) from None
             head = await self.store.head(log, epoch)
             held = head.seq if head is not None else 0
-            first = entries[0].seq
             if first > held + 1:
                 raise Conflict(
                     "seq_gap",
@@ -136,10 +138,13 @@ class Receiver:
                     head=_log_head(log, epoch, head),
                     index=0,
                 )
-            overlap = min(len(entries), max(0, held - first + 1))
-            duplicates = await self._overlap(node, key, log, epoch, entries[:overlap], head)
-            new = entries[overlap:]
-            if not new:
+            overlap = min(len(lines), held - first + 1)
+            if overlap:
+                known = await loop.run_in_executor(self.driver_pool, _parse_all, lines[:overlap])
+                duplicates = await self._overlap(node, key, log, epoch, known, head)
+            else:
+                duplicates = 0
+            if overlap == len(lines):
                 assert head is not None
                 receipt = await self.store.receipt(log, epoch, head.seq)
                 if receipt is None:  # every commit stores one; sign again only if the row is missing
@@ -151,17 +156,19 @@ class Receiver:
                 if head is None
                 else ChainState(log, epoch, key, head.seq, head.hash, head.time)
             )
-            previous = await self.registry.genesis_previous(log, epoch) if new[0].seq == 1 else None
-            bad_bodies = await loop.run_in_executor(
-                self.driver_pool, self._verify, state, new, overlap, previous
+            previous = await self.registry.genesis_previous(log, epoch) if held == 0 else None
+            new, bad_bodies = await loop.run_in_executor(
+                self.driver_pool, self._verify, state, lines[overlap:], overlap, previous
             )
             return await self._commit(log, epoch, held, new, bad_bodies, duplicates)
 
     def _verify(
-        self, state: ChainState, new: list[Entry], offset: int, previous: Head | None
-    ) -> dict[int, tuple[str, str]]:
+        self, state: ChainState, lines: list[bytes], offset: int, previous: Head | None
+    ) -> tuple[list[Entry], dict[int, tuple[str, str]]]:
+        """Parse and verify the new entries (signatures on the pool, overlapping the parsing)."""
+        new: list[Entry] = []
         try:
-            verify_chain(state, new, executor=self.signature_pool)
+            verify_chain(state, lines, executor=self.signature_pool, parsed=new)
         except ProtocolError as exc:
             raise _at(exc, offset + getattr(exc, "index", 0)) from None
         if new[0].seq == 1 and new[0].epoch >= 2:
@@ -179,7 +186,7 @@ class Receiver:
                 validate_body(entry.kind, entry.body)
             except BodyInvalid as exc:
                 bad[entry.seq] = (exc.code, exc.reason)
-        return bad
+        return new, bad
 
     async def _overlap(
         self, node: NodeInfo, key: PublicKey, log: str, epoch: int, entries: list[Entry], head: HeadRow | None

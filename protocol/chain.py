@@ -136,7 +136,12 @@ def _fail(exc: ProtocolError, index: int, state: ChainState) -> ProtocolError:
 
 
 def verify_chain(
-    state: ChainState, entries: Iterable[bytes | Entry], *, executor: Executor | None = None, batch: int = 64
+    state: ChainState,
+    entries: Iterable[bytes | Entry],
+    *,
+    executor: Executor | None = None,
+    batch: int = 64,
+    parsed: list[Entry] | None = None,
 ) -> ChainState:
     """Verify a run of entries (raw canonical bytes or parsed) continuing ``state``.
 
@@ -146,13 +151,17 @@ def verify_chain(
     With an ``executor`` (threads: Ed25519 verification releases the GIL), signatures are checked in
     batches of ``batch`` concurrently with decoding and link checks. The result and the error reported
     are exactly those of the sequential order: the first failing entry, and for it the first failing check.
+
+    ``parsed``, an empty list if given, receives the parsed entries (a caller of raw bytes parses once).
     """
     if executor is None:
-        return _verify_sequential(state, entries)
-    return _verify_parallel(state, list(entries), executor, batch)
+        return _verify_sequential(state, entries, parsed)
+    return _verify_parallel(state, list(entries), executor, batch, [] if parsed is None else parsed)
 
 
-def _verify_sequential(state: ChainState, entries: Iterable[bytes | Entry]) -> ChainState:
+def _verify_sequential(
+    state: ChainState, entries: Iterable[bytes | Entry], parsed: list[Entry] | None
+) -> ChainState:
     key = state.key
     last: Entry | None = None
     current = state
@@ -165,6 +174,8 @@ def _verify_sequential(state: ChainState, entries: Iterable[bytes | Entry]) -> C
         except ProtocolError as exc:
             raise _fail(exc, index, current) from None
         last = entry
+        if parsed is not None:
+            parsed.append(entry)
         # Cheap stand-in state for the next link check; the real ChainState is built once at the end.
         current = _Cursor(current, entry)  # type: ignore[assignment]
     if last is None:
@@ -203,10 +214,9 @@ def _first_bad_signature(key: PublicKey, run: list[Entry], offset: int) -> tuple
 
 
 def _verify_parallel(
-    state: ChainState, items: list[bytes | Entry], executor: Executor, batch: int
+    state: ChainState, items: list[bytes | Entry], executor: Executor, batch: int, parsed: list[Entry]
 ) -> ChainState:
     states: list[ChainState] = []  # states[i] = state before entry i
-    parsed: list[Entry] = []
     futures: list[Future[tuple[int, ProtocolError] | None]] = []
     link_failure: tuple[int, ProtocolError] | None = None
     kind_failure: tuple[int, ProtocolError] | None = None

@@ -1,0 +1,137 @@
+"""Hub ingest rate over loopback against the raw Ed25519 verify rate measured in the same run.
+
+    python -m bench.hub_ingest [--entries N] [--batch B]
+
+Every entry's signature and chain link is verified, each batch is committed durably (WAL, FULL) and
+answered with a signed receipt. Goal (issue "Central hub"): ingest >= 0.85 x raw verify, one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+
+from bench.chain import BODY, best_of
+from bench.report import figure
+from central.app import make_app
+from central.config import load
+from central.hub import HUB
+from protocol import (
+    EnrollmentRequest,
+    Entry,
+    b64url_decode,
+    body_digest,
+    canonical,
+    genesis_body,
+    parse_public_key,
+    private_key_from_seed,
+    public_key_text,
+    save_private_key,
+    sign_entry,
+    sign_request,
+)
+
+
+def make_entries(key, n: int) -> list[Entry]:  # type: ignore[no-untyped-def]
+    text = public_key_text(key)
+    entry = sign_entry(
+        key,
+        log="CN01",
+        epoch=1,
+        seq=1,
+        prev=None,
+        time=(1, 0),
+        kind="log.genesis",
+        body=genesis_body("CN01", 1, text),
+    )
+    out = [entry]
+    for seq in range(2, n + 1):
+        entry = sign_entry(
+            key,
+            log="CN01",
+            epoch=1,
+            seq=seq,
+            prev=entry.hash,
+            time=(1_700_000_000_000 + seq, 0),
+            kind="bench.note",
+            body=BODY,
+        )
+        out.append(entry)
+    return out
+
+
+async def ingest(entries: list[Entry], key, batch: int) -> float:  # type: ignore[no-untyped-def]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        save_private_key(private_key_from_seed(b"h" * 32), data / "hub.key")
+        config = load(
+            data, environ={}, max_push_entries=batch, push_rate_per_s=10**9, max_push_bytes=64 * 1024 * 1024
+        )
+        app = make_app(config)
+        server = TestServer(app, host="127.0.0.1", port=0)
+        await server.start_server()
+        base = f"http://127.0.0.1:{server.port}"
+        hub = app[HUB]
+        token = await hub.registry.invite(
+            "CN01",
+            "branch",
+            "bench",
+            hub_url=base,
+            hub_key=hub.public_key,
+            now=int(time.time() * 1000),
+            ttl_ms=60_000,
+        )
+        bodies = [
+            b"".join(e.raw + b"\n" for e in entries[i : i + batch]) for i in range(0, len(entries), batch)
+        ]
+        async with aiohttp.ClientSession() as session:
+            req = EnrollmentRequest.make(token, key)
+            async with session.post(base + "/v1/enroll", data=canonical(req.to_wire())) as resp:
+                assert resp.status == 200
+            start = time.perf_counter()
+            target = "/v1/sync/logs/CN01/1"
+            for body in bodies:
+                headers = sign_request(
+                    key,
+                    node="CN01",
+                    epoch=1,
+                    method="POST",
+                    target=target,
+                    time_ms=int(time.time() * 1000),
+                    body_sha256=body_digest(body),
+                )
+                async with session.post(base + target, data=body, headers=headers) as resp:
+                    assert resp.status == 200, await resp.text()
+                    await resp.read()
+            elapsed = time.perf_counter() - start
+        await server.close()
+        return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--entries", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    key = private_key_from_seed(bytes(range(32)))
+    entries = make_entries(key, args.entries)
+    pub = parse_public_key(public_key_text(key))
+    pairs = [(b64url_decode(e.sig), e.signable()) for e in entries]
+    raw_s = best_of(args.runs, lambda: [pub.verify(sig, msg) for sig, msg in pairs])
+    raw_rate = len(pairs) / raw_s
+    best = min(asyncio.run(ingest(entries, key, args.batch)) for _ in range(args.runs))
+    rate = len(entries) / best
+    print(f"entries: {len(entries)} of {len(entries[-1].raw)} bytes, batch {args.batch}")
+    figure("raw_ed25519_verify", raw_rate, "verifies/s", 1.0, 1.0)
+    figure("hub_ingest", rate, "entries/s", rate / raw_rate, 0.85)
+
+
+if __name__ == "__main__":
+    main()

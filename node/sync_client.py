@@ -1,0 +1,386 @@
+"""The node's sync client: ``sync_once()`` does one round (DESIGN.md §4); ``run()`` only schedules it.
+
+One round, each step resumable and idempotent:
+
+1. hello: ``GET /v1/sync/state`` (hub time, this node's status and epoch, the hub's heads);
+2. push the node's own entries after the hub's head, in batches; keep every signed receipt;
+3. pull ``hub`` and ``hub.<NODE>`` after the local heads; verify the hub's signatures and chain before
+   storing them (with their projections, through ``LocalLog.store_hub_entries``);
+4. blobs named by attachment entries the hub holds, oldest first: ask which chunks it lacks, send those;
+5. heartbeat.
+
+Requests are signed (protocol.auth) with the node key; timestamps use the hub's clock as last seen
+(``offset``), so a node with a wrong clock still authenticates. The transport is one method
+(``Transport.request``) so tests can inject failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+
+from protocol import (
+    BlobNeed,
+    ChainState,
+    Entry,
+    ErrorReply,
+    Head,
+    Heartbeat,
+    HubState,
+    LogHead,
+    Manifest,
+    ProtocolError,
+    PublicKey,
+    PushResult,
+    Receipt,
+    b64url_decode,
+    body_digest,
+    canonical,
+    decode,
+    mailbox_log,
+    sign_request,
+    verify_chain,
+)
+from protocol.keys import Ed25519PrivateKey
+
+__all__ = [
+    "SYNC_SQL",
+    "HttpTransport",
+    "LocalLog",
+    "SyncClient",
+    "SyncError",
+    "SyncReport",
+    "Transport",
+]
+
+log = logging.getLogger("motcua.node.sync")
+
+SYNC_SQL = """
+CREATE TABLE sync_receipts (
+    log      TEXT NOT NULL,
+    epoch    INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    head     TEXT NOT NULL,
+    hub_time INTEGER NOT NULL,
+    sig      TEXT NOT NULL,                -- hub signature: the node's proof the hub holds 1..seq
+    PRIMARY KEY (log, epoch, seq)
+) STRICT;
+
+CREATE TABLE sync_state (
+    key   TEXT PRIMARY KEY,               -- hub_status, hub_epoch, clock_offset_ms, last_error, last_ok_ms
+    value TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE sync_blobs (
+    sha256  TEXT PRIMARY KEY,             -- blobs the hub holds whole
+    done_ms INTEGER NOT NULL
+) STRICT;
+"""
+
+BATCH = 500
+PAGE = 1000
+
+
+class SyncError(Exception):
+    """A sync round failed: ``code`` is the hub's reason (or a local one); ``retryable``: waiting helps."""
+
+    def __init__(
+        self,
+        code: str,
+        reason: str,
+        *,
+        retryable: bool = True,
+        status: int = 0,
+        reply: ErrorReply | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+        self.retryable = retryable
+        self.status = status
+        self.reply = reply
+
+
+class Transport(Protocol):
+    async def request(
+        self, method: str, target: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes]: ...
+
+
+@dataclass
+class HttpTransport:
+    """aiohttp transport to the hub at ``base`` (no trailing slash)."""
+
+    base: str
+    timeout: float = 60.0
+    session: aiohttp.ClientSession | None = None
+
+    async def request(
+        self, method: str, target: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        if self.session is None or self.session.closed:
+            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        try:
+            async with self.session.request(method, self.base + target, data=body, headers=headers) as resp:
+                return resp.status, await resp.read()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise SyncError("unreachable", f"hub unreachable: {exc!r}") from None
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+
+class LocalLog(Protocol):
+    """What the sync client needs from the node's storage (implemented by ``node.sync_store``)."""
+
+    async def own_entries_after(self, epoch: int, seq: int, limit: int) -> list[bytes]: ...
+    async def own_head(self, epoch: int) -> Head: ...
+    async def hub_head(self, log: str) -> tuple[int, str | None, tuple[int, int]]: ...
+    async def store_hub_entries(self, entries: Sequence[Entry]) -> None: ...
+    async def store_receipt(self, receipt: Receipt) -> None: ...
+    async def pending_blobs(self, held_seq: int, epoch: int) -> list[Manifest]: ...
+    async def read_chunk(self, manifest: Manifest, index: int) -> bytes: ...
+    async def blob_done(self, sha256: str) -> None: ...
+    async def set_state(self, values: dict[str, str]) -> None: ...
+    async def status(self) -> Heartbeat: ...
+
+
+@dataclass
+class SyncReport:
+    pushed: int = 0
+    duplicates: int = 0
+    quarantined: list[int] = field(default_factory=list)
+    pulled: int = 0
+    chunks: int = 0
+    status: str = "active"
+    receipt: Receipt | None = None
+
+
+@dataclass
+class SyncClient:
+    node: str
+    epoch: int
+    key: Ed25519PrivateKey
+    hub_key: PublicKey
+    local: LocalLog
+    transport: Transport
+    offset_ms: int = 0  # hub time minus local time, as last seen
+    wall: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+    progress: Callable[[str, int, int], None] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    async def call(self, method: str, target: str, body: bytes = b"") -> bytes:
+        for attempt in (0, 1):
+            headers = sign_request(
+                self.key,
+                node=self.node,
+                epoch=self.epoch,
+                method=method,
+                target=target,
+                time_ms=self.wall() + self.offset_ms,
+                body_sha256=body_digest(body),
+            )
+            status, payload = await self.transport.request(method, target, body, headers)
+            if status < 300:
+                return payload
+            reply = _reply(payload)
+            if reply is not None and reply.error == "stale" and attempt == 0:
+                self.offset_ms = reply.hub_time - self.wall()  # correct request times, never entries
+                continue
+            code = reply.error if reply is not None else f"http_{status}"
+            reason = reply.reason if reply is not None else payload[:200].decode("utf-8", "replace")
+            retryable = status >= 500 or status in (409, 429) or code in ("unreachable", "stale")
+            raise SyncError(code, reason, retryable=retryable, status=status, reply=reply)
+        raise AssertionError("unreachable")
+
+    # -- one round ---------------------------------------------------------------------------------
+
+    async def sync_once(self) -> SyncReport:
+        report = SyncReport()
+        try:
+            state = HubState.from_wire(decode(await self.call("GET", "/v1/sync/state"), max_bytes=None))
+            self.offset_ms = state.hub_time - self.wall()
+            report.status = state.status
+            await self.local.set_state(
+                {
+                    "hub_status": state.status,
+                    "hub_epoch": str(state.epoch),
+                    "clock_offset_ms": str(self.offset_ms),
+                }
+            )
+            if state.status == "revoked":
+                raise SyncError("node_revoked", "the hub has revoked this node's key", retryable=False)
+            held = state.log_head(self.node, self.epoch)
+            if state.status == "active":
+                held = await self._push(held, report)
+            for box in (state.mailbox_head("hub"), state.mailbox_head(mailbox_log(self.node))):
+                report.pulled += await self._pull(box)
+            report.chunks += await self._blobs(held)
+            await self.call("POST", "/v1/sync/heartbeat", canonical((await self.local.status()).to_wire()))
+        except SyncError as exc:
+            await self.local.set_state({"last_error": f"{exc.code}: {exc.reason}"})
+            raise
+        await self.local.set_state({"last_error": "", "last_ok_ms": str(self.wall())})
+        return report
+
+    async def _push(self, held: LogHead, report: SyncReport) -> LogHead:
+        local = await self.local.own_head(self.epoch)
+        if local.seq < held.seq:
+            raise SyncError(
+                "behind_hub",
+                f"the hub holds {held.seq} entries of this epoch, this node {local.seq}: "
+                "restore this node from the hub (motcua-node restore)",
+                retryable=False,
+            )
+        after = held.seq
+        total = local.seq - after
+        while after < local.seq:
+            batch = await self.local.own_entries_after(self.epoch, after, BATCH)
+            if not batch:
+                break
+            body = b"".join(raw + b"\n" for raw in batch)
+            try:
+                payload = await self.call("POST", f"/v1/sync/logs/{self.node}/{self.epoch}", body)
+            except SyncError as exc:
+                if exc.code == "seq_gap" and exc.reply is not None and exc.reply.head is not None:
+                    after = exc.reply.head.seq  # resend from the hub's head
+                    continue
+                raise
+            result = PushResult.from_wire(decode(payload, max_bytes=None))
+            receipt = result.receipt
+            if receipt is None:
+                raise SyncError("bad_reply", "push answered without a receipt", retryable=True)
+            receipt.verify(self.hub_key)
+            if (receipt.log, receipt.epoch) != (self.node, self.epoch) or receipt.seq < after:
+                raise SyncError("bad_reply", "receipt for another position", retryable=True)
+            await self.local.store_receipt(receipt)
+            report.receipt = receipt
+            report.pushed += result.accepted
+            report.duplicates += result.duplicates
+            report.quarantined.extend(result.quarantined)
+            after = receipt.seq
+            if self.progress is not None:
+                self.progress("push", after - held.seq, total)
+        return LogHead(self.node, self.epoch, after, None)
+
+    async def _pull(self, box: LogHead) -> int:
+        pulled = 0
+        while True:
+            seq, head, last_time = await self.local.hub_head(box.log)
+            if seq >= box.seq:
+                return pulled
+            payload = await self.call("GET", f"/v1/sync/mailbox/{box.log}?after={seq}&limit={PAGE}")
+            raws = [line for line in payload.split(b"\n") if line]
+            if not raws:
+                return pulled
+            state = ChainState(box.log, box.epoch, self.hub_key, seq, head, last_time)
+            try:
+                verify_chain(state, raws)  # the hub's signatures and links, before anything is stored
+            except ProtocolError as exc:
+                raise SyncError(exc.code, f"mailbox {box.log}: {exc.reason}", retryable=False) from None
+            entries = [Entry.parse(raw) for raw in raws]
+            for entry in entries:
+                if entry.kind == "hub.forward":
+                    self._check_forward(entry)
+            await self.local.store_hub_entries(entries)
+            pulled += len(entries)
+            if self.progress is not None:
+                self.progress(box.log, entries[-1].seq, box.seq)
+
+    def _check_forward(self, entry: Entry) -> None:
+        """A forwarded decision must itself be a hub mailbox entry signed by the hub key."""
+        try:
+            inner = Entry.parse(canonical(entry.body["entry"]))
+            signature = b64url_decode(inner.sig, length=64)
+        except (ProtocolError, ValueError, KeyError) as exc:
+            raise SyncError("bad_forward", f"{entry.position}: {exc}", retryable=False) from None
+        if not inner.log.startswith("hub.") or not self.hub_key.verify(signature, inner.signable()):
+            raise SyncError(
+                "bad_forward", f"{entry.position} forwards an entry the hub did not sign", retryable=False
+            )
+
+    async def _blobs(self, held: LogHead) -> int:
+        manifests = await self.local.pending_blobs(held.seq, self.epoch)
+        sent = 0
+        for start in range(0, len(manifests), 200):
+            group = manifests[start : start + 200]
+            answer = decode(
+                await self.call(
+                    "POST", "/v1/sync/blobs/need", canonical({"blobs": [m.sha256 for m in group]})
+                ),
+                max_bytes=None,
+            )
+            needs = {n.sha256: n for n in (BlobNeed.from_wire(v) for v in answer["blobs"])}
+            for manifest in group:
+                need = needs.get(manifest.sha256)
+                if need is None or need.state == "unknown":
+                    continue
+                for index in need.missing:
+                    chunk = await self.local.read_chunk(manifest, index)
+                    manifest.check_chunk(index, chunk)
+                    reply = decode(await self.call("PUT", f"/v1/sync/blobs/{manifest.sha256}/{index}", chunk))
+                    sent += 1
+                    if self.progress is not None:
+                        self.progress("blobs", sent, sum(len(n.missing) for n in needs.values()))
+                    if reply.get("complete"):
+                        break
+                await self.local.blob_done(manifest.sha256)
+        return sent
+
+    # -- scheduling --------------------------------------------------------------------------------
+
+    def poke(self) -> None:
+        """Call after appending an entry: the loop wakes up and syncs soon."""
+        self.wake.set()
+
+    async def run(
+        self,
+        *,
+        interval: float = 30.0,
+        base: float = 1.0,
+        cap: float = 300.0,
+        sleep: Callable[[float], Awaitable[Any]] | None = None,
+    ) -> None:
+        """Sync forever: after each success wait ``interval`` or a poke; after a failure back off
+        exponentially with full jitter (``base`` doubling up to ``cap``). Never raises but CancelledError."""
+        failures = 0
+        while True:
+            self.wake.clear()
+            try:
+                await self.sync_once()
+                failures = 0
+                delay = interval
+            except SyncError as exc:
+                failures += 1
+                delay = random.uniform(0, min(cap, base * 2 ** min(failures, 16)))
+                if not exc.retryable:
+                    delay = max(delay, interval)
+                log.warning("sync failed (%s); next try in %.1f s", exc, delay)
+            except Exception:  # noqa: BLE001 - a bug must not stop syncing for good
+                failures += 1
+                delay = random.uniform(0, min(cap, base * 2 ** min(failures, 16)))
+                log.exception("sync round crashed; next try in %.1f s", delay)
+            if sleep is not None:
+                await sleep(delay)
+                continue
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+
+
+def _reply(payload: bytes) -> ErrorReply | None:
+    try:
+        return ErrorReply.from_wire(decode(payload, max_bytes=None))
+    except (ProtocolError, ValueError):
+        return None

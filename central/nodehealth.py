@@ -60,8 +60,11 @@ INTEGRITY_CODES = frozenset(
         "wrong_epoch",
         "epoch_sealed",
         "body_hash_mismatch",
-        "non_canonical",
-        "time_regressed",
+        "not_canonical",
+        "time_backwards",
+        "bad_shape",
+        "key_mismatch",
+        "wrong_log",
     }
 )
 REFUSAL_WINDOW_MS = 24 * 3600 * 1000

@@ -19,7 +19,9 @@ from central.config import ConfigError, load
 from central.errors import CentralError, now_ms
 from central.hub import Hub
 from central.mailbox import BROADCAST, Post
+from central.monitoring import configure_logging
 from central.officers import add_officer
+from central.webcli import register as register_user_commands
 from protocol import ProtocolError, fingerprint, generate_private_key, public_key_text, save_private_key
 
 __all__ = ["main"]
@@ -55,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from central.service import hub_problems, serve
 
     config = load(_data(args), listen=args.listen)
+    configure_logging()  # JSON lines on stdout, with request ids (central.monitoring)
 
     async def health(app: web.Application) -> list[str]:
         return await hub_problems(app[HUB])
@@ -236,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("--name", required=True)
     p.set_defaults(func=cmd_officer)
+    register_user_commands(sub)
     log = sub.add_parser("log", help="stored logs").add_subparsers(dest="log_command", required=True)
     p = log.add_parser("export", help="write a stored log epoch as NDJSON to stdout")
     p.add_argument("--log", required=True)

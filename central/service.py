@@ -7,9 +7,9 @@ The same shape as ``node/service.py`` (shared plumbing is duplicated, never impo
 1. ``runner.setup()`` runs every ``cleanup_ctx`` (the hub store opens, migrations apply);
 2. the TCP site starts: the port accepts connections;
 3. only then ``READY=1`` with a ``STATUS=`` line;
-4. a task on the event loop sends ``WATCHDOG=1`` every ``WATCHDOG_USEC/2`` while ``hub_problems`` (a
-   committed write, every migration applied) finds nothing, and a new ``STATUS=`` when that changes; a
-   wedged loop or writer stops the pings, and systemd restarts the hub;
+4. a task on the event loop sends ``WATCHDOG=1`` every ``WATCHDOG_USEC/2`` while ``hub_problems`` (the
+   ``/readyz`` checks: a committed write, every migration applied) finds nothing, and a new ``STATUS=``
+   when that changes; a wedged loop or writer stops the pings, and systemd restarts the hub;
 5. SIGTERM/SIGINT: ``STOPPING=1``, the site stops taking requests, the cleanup contexts close the store.
 
 Outside systemd (no ``NOTIFY_SOCKET``) the notifications are no-ops and this is a plain server.
@@ -27,7 +27,7 @@ from aiohttp import web
 
 from central import sdnotify
 from central.hub import Hub
-from central.schema import MIGRATIONS
+from central.monitoring import readiness
 
 __all__ = ["Health", "hub_problems", "serve", "watch"]
 
@@ -38,19 +38,10 @@ Health = Callable[[], Awaitable[list[str]]]
 
 
 async def hub_problems(hub: Hub) -> list[str]:
-    """What keeps the hub from being ready (empty when ready): a committed write, all migrations."""
-    problems: list[str] = []
-    try:
-        async with hub.store.write() as db:
-            done = {row[0] for row in await db.execute_fetchall("SELECT name FROM schema_migrations")}
-            # a real committed write (same value) proves the database file takes writes
-            await db.execute("UPDATE schema_migrations SET name = name WHERE name = ?", (MIGRATIONS[0][0],))
-        missing = [name for name, _ in MIGRATIONS if name not in done]
-        if missing:
-            problems.append("migrations not applied: " + ", ".join(missing))
-    except Exception as exc:  # any failure means "not ready", reported as such
-        problems.append(f"database not writable: {exc}")
-    return problems
+    """What keeps the hub from working (empty when fine): the checks of ``/readyz`` (``readiness``)
+    except free disk space, which ``/readyz`` and the dashboard report but a restart would not cure."""
+    checks = await readiness(hub)
+    return [f"{name}: {result}" for name, result in checks.items() if result != "ok" and name != "disk_free"]
 
 
 async def watch(

@@ -266,7 +266,7 @@ def _data_after_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentPars
         nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         for action in nested:
             _data_after_subcommand(action)
-        if not nested:
+        if not nested and "--data" not in parser._option_string_actions:
             parser.add_argument("--data", default=argparse.SUPPRESS, help="hub state directory")
 
 

@@ -18,6 +18,7 @@ from node.dossiers import ACCESS_SQL
 from node.intake import INTAKE_SQL
 from node.journal import JOURNAL_SQL
 from node.projection import PROJECTION_SQL
+from node.retention import RETENTION_SQL
 from node.syncstate import SYNC_SQL
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "apply_migrations", "split_sql"]
@@ -26,6 +27,7 @@ Migration = tuple[str, str]
 
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_core", JOURNAL_SQL + PROJECTION_SQL + AUTH_SQL + INTAKE_SQL + SYNC_SQL + ACCESS_SQL),
+    ("0002_retention", RETENTION_SQL),
 )
 
 _LEDGER = """

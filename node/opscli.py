@@ -143,7 +143,7 @@ async def _rotate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 async def _purge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from node.purge import purge_scans
+    from node.retention import purge_scans
 
     config = config_module.load(args.data, os.environ)
     report = await purge_scans(config, older_than_days=args.older_than_days, dry_run=args.dry_run)

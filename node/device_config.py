@@ -147,7 +147,7 @@ def parse_printer(raw: object, index: int) -> PrinterConfig:
 def parse_receipt_printers(raw: object) -> tuple[tuple[str, str], ...]:
     """``[receipt_printers]``: desk = printer name."""
     if not isinstance(raw, Mapping):
-        raise ConfigError("receipt_printers: phải là một bảng TOML (quầy = \"tên máy in\")")
+        raise ConfigError('receipt_printers: phải là một bảng TOML (quầy = "tên máy in")')
     out = []
     for desk, printer in sorted(raw.items()):
         if not DESK_RE.fullmatch(desk):

@@ -127,7 +127,12 @@ async def _dossier_panel(request: web.Request, devices: Devices, code: str) -> d
         "documents": attachment_documents(state),
         "attachments": state.get("attachments") or [],
         "inbox": inbox,
-        "forms": [(f, FORM_LABELS[f]) for f in available_forms(state, has_lookup=has_lookup)],
+        "forms": [
+            (f, FORM_LABELS[f])
+            for f in available_forms(state, has_lookup=has_lookup)
+            # once the receipt has a job, printing it again is "In lại" on that job
+            if not (f == "receipt" and any(j.idempotency_key == f"receipt:{code}" for j in jobs))
+        ],
         "has_printer": bool(devices.config.printers),
         "jobs": jobs,
         "job_labels": _JOB_LABELS,

@@ -161,3 +161,35 @@ async def test_queued_jobs_survive_a_restart_and_print_after_it(
     await wait_for(printed, timeout=15, what="the queued receipt printed after the restart")
     [after] = await _jobs(client)
     assert after[0] == job[0] and after[3] == "printed"
+
+
+async def test_receipt_of_a_dossier_received_without_printer_is_printed_from_the_dossier_page(
+    config: NodeConfig, token: str, tmp_path: Path, aiohttp_client: ClientFactory
+) -> None:
+    client = await _serve(with_devices(config, tmp_path, scanner=False, printers=()), aiohttp_client)
+    first = await receive(client, key="form-noprint-01")
+    code = code_of(first)
+    detail = await (await client.get(first.headers["Location"])).text()
+    lookup = re.search(r'id="ma-tra-cuu">([2-9A-Z]{4}-[2-9A-Z]{4})<', detail)
+    assert lookup is not None and "Máy trạm chưa có máy in" in detail
+    assert await _jobs(client) == []
+    await client.close()
+
+    client = await _serve(with_devices(config, tmp_path, scanner=False), aiohttp_client)  # a printer added
+    page = await (await client.get(f"/ho-so/{code}")).text()
+    assert "In giấy tiếp nhận hồ sơ và hẹn trả kết quả" in page
+    csrf = await page_csrf(client, f"/ho-so/{code}")
+    for _ in range(2):  # double click
+        r = await client.post(
+            f"/in/{code}/receipt",
+            data={"csrf": csrf, "request_key": "click-0001-receipt"},
+            allow_redirects=False,
+        )
+        assert r.status == 303
+    [job] = await wait_for(lambda: _jobs(client, "status = 'printed'"), what="the receipt printed")
+    assert job[1] == f"receipt:{code}"
+    [pdf] = sorted((tmp_path / "printed").glob("*.pdf"))
+    flat = " ".join(_text(pdf).split())
+    assert lookup.group(1) in flat and code in flat and "Nguyễn Văn An" in flat  # the receiving clerk
+    page = await (await client.get(f"/ho-so/{code}")).text()
+    assert "In giấy tiếp nhận hồ sơ" not in page.split('id="in-an"')[1].split("<table")[0]  # now "In lại"

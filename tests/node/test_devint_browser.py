@@ -69,8 +69,9 @@ async def test_scan_into_an_open_dossier_in_chromium(
             await expect(thumb).to_have_count(1)
             await expect(page.locator("#ban-quet")).to_contain_text("Tờ khai đăng ký khai sinh (theo mẫu)")
             await expect(page.locator("#ban-quet")).to_contain_text("2 trang")
-            width = await thumb.evaluate("img => img.complete ? img.naturalWidth : 0")
-            assert width > 100, "the thumbnail did not load"
+            await thumb.scroll_into_view_if_needed()  # loading="lazy": it loads once on screen
+            loaded = "img => img.complete && img.naturalWidth > 100"  # rendered by pdftoppm on first request
+            await page.wait_for_function(loaded, arg=await thumb.element_handle(), timeout=20_000)
             await expect(page.locator("#lenh-in")).to_contain_text("Giấy tiếp nhận " + code)
             await page.locator("#ban-quet").scroll_into_view_if_needed()
             await page.screenshot(path=str(shots / "02-ban-quet-da-dinh-kem.png"), full_page=True)

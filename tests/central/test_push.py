@@ -71,7 +71,10 @@ async def test_tampered_entries_are_refused(client: TestClient, hub_dir: Path, w
         "body": raw.index(b'"n":') + 4,
         "prev": raw.index(b'"prev":"') + 9,
     }
-    raw[offset[where]] ^= 0x01  # one bit
+    if where == "body":
+        raw[offset[where]] ^= 0x01  # one bit of a digit
+    else:  # another character of the alphabet (a flipped bit may leave base64url or hex: bad_shape)
+        raw[offset[where]] = ord("1") if raw[offset[where]] == ord("0") else ord("0")
     body = bytes(raw) + b"\n" + sim.entries[3].raw + b"\n"
     expected = {"sig": "bad_signature", "body": "bad_signature", "prev": "prev_mismatch"}[where]
     result = await _refused(sim, hub_dir, 422, expected, raw=body)

@@ -66,6 +66,7 @@ class HubProcess:
             **settings,
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        self.profiler: subprocess.Popen[bytes] | None = None
 
     async def prepare(self, nodes: Sequence[str]) -> list[InviteToken]:
         """Create the state directory and invite ``nodes`` (before the server runs)."""
@@ -107,6 +108,7 @@ class HubProcess:
                 try:
                     async with session.get(self.base + "/healthz") as resp:
                         if resp.status == 200:
+                            self._profile()
                             return
                 except aiohttp.ClientError:
                     pass
@@ -114,6 +116,14 @@ class HubProcess:
                     self.stop()
                     raise RuntimeError(f"hub did not answer /healthz within {START_TIMEOUT:.0f} s")
                 await asyncio.sleep(0.05)
+
+    def _profile(self) -> None:
+        """Investigation aid: with MOTCUA_BENCH_PYSPY=PATH (and py-spy installed by hand), sample the hub."""
+        out = os.environ.get("MOTCUA_BENCH_PYSPY")
+        if out:
+            cmd = ["py-spy", "record", "--pid", str(self.pid), "-r", "250", "-f", "raw", "-o", out, "--threads"]
+            self.profiler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
 
     @property
     def pid(self) -> int:
@@ -124,6 +134,10 @@ class HubProcess:
         return proc_rss_mib(self.pid)
 
     def stop(self) -> None:
+        if self.profiler is not None:
+            self.profiler.send_signal(signal.SIGINT)
+            self.profiler.wait(30)
+            self.profiler = None
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)

@@ -17,6 +17,7 @@ Requests are signed (protocol.auth) with the node key; timestamps use the hub's 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import time
@@ -28,6 +29,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from protocol import (
+    BlobMismatch,
     BlobNeed,
     ChainState,
     Entry,
@@ -185,7 +187,9 @@ class SyncClient:
 
     # -- requests ----------------------------------------------------------------------------------
 
-    async def call(self, method: str, target: str, body: bytes = b"") -> bytes:
+    async def call(self, method: str, target: str, body: bytes = b"", *, digest: str | None = None) -> bytes:
+        """One signed request; ``digest``: the body's hex SHA-256 when the caller already has it."""
+        body_sha256 = body_digest(body) if digest is None else digest
         for attempt in (0, 1):
             headers = sign_request(
                 self.key,
@@ -194,7 +198,7 @@ class SyncClient:
                 method=method,
                 target=target,
                 time_ms=self.wall() + self.offset_ms,
-                body_sha256=body_digest(body),
+                body_sha256=body_sha256,
             )
             status, payload = await self.transport.request(method, target, body, headers)
             if status < 300:
@@ -366,21 +370,73 @@ class SyncClient:
                 max_bytes=None,
             )
             needs = {n.sha256: n for n in (BlobNeed.from_wire(v) for v in answer["blobs"])}
-            for manifest in group:
-                need = needs.get(manifest.sha256)
-                if need is None or need.state == "unknown":
-                    continue
-                for index in need.missing:
-                    chunk = await self.local.read_chunk(manifest, index)
-                    manifest.check_chunk(index, chunk)
-                    reply = decode(await self.call("PUT", f"/v1/sync/blobs/{manifest.sha256}/{index}", chunk))
-                    sent += 1
-                    if self.progress is not None:
-                        self.progress("blobs", sent, sum(len(n.missing) for n in needs.values()))
-                    if reply.get("complete"):
-                        break
-                await self.local.blob_done(manifest.sha256)
+            work = [
+                (m, needs[m.sha256].missing)
+                for m in group
+                if m.sha256 in needs and needs[m.sha256].state != "unknown"
+            ]
+            sent += await self._upload(work, sent, sent + sum(len(missing) for _, missing in work))
         return sent
+
+    async def _upload(self, work: list[tuple[Manifest, tuple[int, ...]]], sent: int, todo: int) -> int:
+        """Upload the missing chunks one request at a time (an interruption costs one chunk), and
+        record each blob the hub now holds whole.
+
+        Around that single request the rest overlaps: the next chunk is read and hashed (once: the hash
+        is checked against the manifest and signed as the body digest) while this one is on the wire,
+        and a finished blob is recorded locally while the next chunk uploads."""
+        queue = [(m, i) for m, missing in work for i in missing]
+        loads: dict[int, asyncio.Task[tuple[bytes, str]]] = {}
+        recording: asyncio.Task[None] | None = None
+
+        def load(at: int) -> None:
+            if at < len(queue) and at not in loads:
+                loads[at] = asyncio.create_task(self._load_chunk(*queue[at]))
+
+        async def record(sha256: str) -> None:
+            nonlocal recording
+            if recording is not None:
+                await recording
+            recording = asyncio.create_task(self.local.blob_done(sha256))
+
+        uploaded = 0
+        pos = 0
+        try:
+            while pos < len(queue):
+                manifest, index = queue[pos]
+                load(pos)
+                load(pos + 1)
+                chunk, digest = await loads.pop(pos)
+                target = f"/v1/sync/blobs/{manifest.sha256}/{index}"
+                reply = decode(await self.call("PUT", target, chunk, digest=digest))
+                uploaded += 1
+                pos += 1
+                if self.progress is not None:
+                    self.progress("blobs", sent + uploaded, todo)
+                if reply.get("complete"):  # the hub holds it whole: skip the rest of this blob
+                    while pos < len(queue) and queue[pos][0] is manifest:
+                        await _drop(loads.pop(pos, None))
+                        pos += 1
+                if pos == len(queue) or queue[pos][0] is not manifest:
+                    await record(manifest.sha256)
+            for manifest, missing in work:
+                if not missing:  # complete at the hub already
+                    await record(manifest.sha256)
+            if recording is not None:
+                await recording
+        finally:
+            for task in loads.values():
+                await _drop(task)
+            if recording is not None:
+                await asyncio.gather(recording, return_exceptions=True)  # a started local write finishes
+        return uploaded
+
+    async def _load_chunk(self, manifest: Manifest, index: int) -> tuple[bytes, str]:
+        """Chunk ``index`` of a local blob and its SHA-256, checked against the manifest."""
+        chunk = await self.local.read_chunk(manifest, index)
+        digest = await asyncio.to_thread(_sha256_hex, chunk)
+        _check_chunk(manifest, index, chunk, digest)
+        return chunk, digest
 
     # -- scheduling --------------------------------------------------------------------------------
 
@@ -422,6 +478,22 @@ class SyncClient:
                 await asyncio.wait_for(self.wake.wait(), timeout=delay)
             except TimeoutError:
                 pass
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_chunk(manifest: Manifest, index: int, chunk: bytes, digest: str) -> None:
+    """``Manifest.check_chunk`` with the chunk's SHA-256 already computed."""
+    if len(chunk) != manifest.chunk_length(index) or digest != manifest.chunks[index]:
+        raise BlobMismatch(f"chunk {index} of {manifest.sha256[:12]} does not match its manifest")
+
+
+async def _drop(task: asyncio.Task[Any] | None) -> None:
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _cancel(inflight: deque[tuple[asyncio.Task[bytes], int]]) -> None:

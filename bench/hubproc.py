@@ -44,6 +44,8 @@ def proc_rss_mib(pid: int) -> tuple[float, float]:
         name, _, rest = line.partition(":")
         if name in ("VmRSS", "VmHWM"):
             values[name] = int(rest.split()[0]) / 1024
+    if len(values) != 2:
+        raise ProcessLookupError(f"process {pid} has exited")
     return values["VmRSS"], values["VmHWM"]
 
 
@@ -121,7 +123,19 @@ class HubProcess:
         """Investigation aid: with MOTCUA_BENCH_PYSPY=PATH (and py-spy installed by hand), sample the hub."""
         out = os.environ.get("MOTCUA_BENCH_PYSPY")
         if out:
-            cmd = ["py-spy", "record", "--pid", str(self.pid), "-r", "250", "-f", "raw", "-o", out, "--threads"]
+            cmd = [
+                "py-spy",
+                "record",
+                "--pid",
+                str(self.pid),
+                "-r",
+                "250",
+                "-f",
+                "raw",
+                "-o",
+                out,
+                "--threads",
+            ]
             self.profiler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
 

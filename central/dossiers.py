@@ -61,8 +61,8 @@ class Dossiers:
     pending: set[str] = field(default_factory=set)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     batch: int = 64  # dossiers refreshed per transaction by the background projector
-    busy: Callable[[], bool] = lambda: False  # pushes in progress: the projector waits for a pause
-    max_defer_s: float = 0.5  # ... but never longer than this per batch
+    busy: Callable[[], bool] = lambda: False  # pushes coming in: the projector waits for a pause
+    max_defer_s: float = 2.0  # ... but never longer than this per batch
 
     def committed(self, log: str, epoch: int, entries: Sequence[Entry]) -> None:
         for entry in entries:
@@ -75,7 +75,7 @@ class Dossiers:
     async def run(self) -> None:
         """Background projector: refresh the queued dossiers, ``batch`` of them per transaction.
 
-        Ingest comes first: while ``busy()`` (pushes in progress) a batch waits, at most ``max_defer_s``,
+        Ingest comes first: while ``busy()`` (pushes coming in) a batch waits, at most ``max_defer_s``,
         so a burst of pushes is not slowed by projections and the projector still moves under load."""
         while True:
             await self.wake.wait()

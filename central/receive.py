@@ -106,6 +106,7 @@ class Receiver:
     committed: list[Callable[[str, int, Sequence[Entry]], None]] = field(default_factory=list)
     _locks: dict[tuple[str, int], asyncio.Lock] = field(default_factory=dict)
     active: int = 0  # pushes being handled now (background work defers to them)
+    last_push: float = 0.0  # time.monotonic() when the last push ended
     chunk: int = 128  # lines per chain-verification task on the signature pool
 
     async def push(self, node: NodeInfo, log: str, epoch: int, body: bytes) -> PushResult:
@@ -114,6 +115,11 @@ class Receiver:
             return await self._push(node, log, epoch, body)
         finally:
             self.active -= 1
+            self.last_push = time.monotonic()
+
+    def busy(self, quiet_s: float = 0.1) -> bool:
+        """Pushes are coming in: one is being handled, or one ended less than ``quiet_s`` ago."""
+        return self.active > 0 or time.monotonic() - self.last_push < quiet_s
 
     async def _push(self, node: NodeInfo, log: str, epoch: int, body: bytes) -> PushResult:
         if log != node.node:

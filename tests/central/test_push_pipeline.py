@@ -151,3 +151,12 @@ async def test_projector_defers_to_pushes_but_not_forever(client: TestClient) ->
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_receiver_reports_pushes_coming_in(client: TestClient) -> None:
+    receiver = hub_of(client).receiver
+    sim = await chunked(client)
+    sim.notes(2)
+    assert receiver.active == 0
+    assert (await sim.push())[0] == 200
+    assert receiver.active == 0 and receiver.busy(quiet_s=60) and not receiver.busy(quiet_s=0)

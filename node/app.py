@@ -1,9 +1,10 @@
 """The node's aiohttp application: ``make_app(config)``.
 
-Long-lived parts start in ``cleanup_ctx`` (the store, journal, desk and auth as one ``Node``), so a failed
-start unwinds what already started and shutdown closes the store after the last request. The
-middlewares, outermost first: errors (the only place errors become HTTP), then security (sessions,
-bearer tokens, CSRF, headers).
+Long-lived parts start in ``cleanup_ctx`` (the store, journal, desk and auth as one ``Node``; then the
+devices: blob sweep, hot folders, print worker), so a failed start unwinds what already started and
+shutdown closes the store after the last request. The middlewares, outermost first: errors (the only
+place errors become HTTP), then security (sessions, bearer tokens, CSRF, headers), then the device
+banner/panel context of staff pages.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from aiohttp import web
 from node import api, retention
 from node.auth import Principal, Session
 from node.config import NodeConfig
+from node.devices import devices_ctx
 from node.errors import error_middleware
 from node.provision import Node
+from node.web import devices as devices_web
 from node.web import pages
 from node.web.format import FILTERS
 from node.web.keys import CONFIG, NODE
@@ -40,6 +43,7 @@ def make_app(
     catalog: Catalog | None = None,
     calendar: Calendar | None = None,
     lookup_iterations: int | None = None,
+    print_poll: float = 5.0,
 ) -> web.Application:
     """The application for ``config``; the node opens when the app starts and closes when it stops."""
 
@@ -53,6 +57,7 @@ def make_app(
         middlewares=[
             error_middleware(pages.render_error),
             security_middleware(lambda: sessions, lambda: bearer),
+            devices_web.context_middleware,
         ],
         client_max_size=1024 * 1024,
     )
@@ -70,6 +75,8 @@ def make_app(
             await node.close()
 
     app.cleanup_ctx.append(node_ctx)
+    # scanners, printers, blob sweep: after the node is open, stopped before it closes
+    app.cleanup_ctx.append(devices_ctx(print_poll))
 
     async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
         async with retention.running(config, app[NODE].store):  # purge of scans the hub holds
@@ -84,6 +91,7 @@ def make_app(
     )
     env.filters.update(FILTERS)
     app.router.add_routes(api.routes)
+    app.router.add_routes(devices_web.routes)
     app.router.add_routes(pages.routes)
     app.router.add_static("/static", WEB_DIR / "static", append_version=False)
     return app

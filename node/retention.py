@@ -13,8 +13,8 @@ scan can be fetched back from the hub. Each deletion is recorded first (``purged
 unlinked after the commit, so a crash in between leaves a file that the next run removes; a file is never
 missing without its record. The periodic task (``retention_task``) runs the same ``purge_scans``.
 
-Scan views are recorded in ``access_log`` (``record_scan_view``: action ``scan:<sha256>``), beside the
-dossier views, so "who saw this ID card scan" is one query (``scan_access``).
+Who opened or downloaded which scan is recorded in ``scan_access`` (``node.scan_attach.log_scan_access``,
+written before the file is sent); purging keeps those records.
 """
 
 from __future__ import annotations
@@ -39,9 +39,7 @@ __all__ = [
     "RETENTION_SQL",
     "PurgeReport",
     "purge_scans",
-    "record_scan_view",
     "retention_task",
-    "scan_access",
 ]
 
 log = logging.getLogger("motcua.node.retention")
@@ -171,24 +169,6 @@ async def purge_scans(
     finally:
         if own:
             await store.close()
-
-
-async def record_scan_view(
-    db: aiosqlite.Connection, *, actor: str, dossier: str, sha256: str, at: int
-) -> None:
-    """Record that ``actor`` viewed (or downloaded) scan ``sha256`` of ``dossier``, in ``access_log``."""
-    await db.execute(
-        "INSERT INTO access_log (at, actor, dossier, action) VALUES (?,?,?,?)",
-        (at, actor, dossier, f"scan:{sha256}"),
-    )
-
-
-async def scan_access(db: aiosqlite.Connection, sha256: str) -> list[tuple[int, str, str]]:
-    """Who viewed scan ``sha256``: (at, actor, dossier), oldest first."""
-    async with db.execute(
-        "SELECT at, actor, dossier FROM access_log WHERE action = ? ORDER BY at, id", (f"scan:{sha256}",)
-    ) as cursor:
-        return [(int(r[0]), str(r[1]), str(r[2])) async for r in cursor]
 
 
 async def retention_task(

@@ -1,5 +1,5 @@
 """Scan retention against a real hub: only files the hub holds, of dossiers closed long enough ago, go;
-the log stays whole; scan views are in the access log."""
+the log stays whole; who opened a scan stays recorded."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from node.cli import main
 from node.config import NodeConfig
 from node.provision import Node, init_node
 from node.reprovision import enroll_with_hub
-from node.retention import DAY_MS, purge_scans, record_scan_view, scan_access
+from node.retention import DAY_MS, purge_scans
+from node.scan_attach import log_scan_access
 from node.verify import verify_node
 from protocol import manifest_for_bytes
 from tests.node.conftest import UNIT, reception
@@ -57,8 +58,9 @@ async def test_purge_deletes_only_held_scans_of_long_closed_dossiers(
         await _sync(node, base, view.hub_key)  # entries acknowledged, blobs confirmed complete
         late_closed = (await node.desk.refuse(reception(reason="Sai thẩm quyền"), actor="an.nv")).code
         unsynced_scan = await _attach(node, late_closed, b"%PDF-1.4 not yet sent " + os.urandom(50))
-        async with node.store.write() as db:
-            await record_scan_view(db, actor="an.nv", dossier=closed, sha256=old_scan, at=_wall())
+        await log_scan_access(
+            node.store, actor="an.nv", sha256=old_scan, dossier=closed, action="download", now=_wall()
+        )
         before = await verify_node(node.store, "CN01")
         entries_before = before.entries
 
@@ -80,8 +82,9 @@ async def test_purge_deletes_only_held_scans_of_long_closed_dossiers(
         assert after.ok and after.entries == entries_before
         row = await node.store.fetchone("SELECT dossiers FROM purged_blobs WHERE sha256 = ?", (old_scan,))
         assert row is not None and closed in row[0]
-        async with node.store.read() as db:
-            assert [(actor, d) for _, actor, d in await scan_access(db, old_scan)] == [("an.nv", closed)]
+        query = "SELECT actor, dossier FROM scan_access WHERE sha256 = ?"
+        seen = await node.store.fetchall(query, (old_scan,))
+        assert [tuple(r) for r in seen] == [("an.nv", closed)]  # the access record outlives the file
         assert central.blobs.path_for(old_scan).exists()  # the hub keeps the scan
     finally:
         await node.close()

@@ -40,11 +40,11 @@ from protocol import (
     PublicKey,
     PushResult,
     Receipt,
-    b64url_decode,
     body_digest,
     canonical,
     decode,
     mailbox_log,
+    open_forward,
     sign_request,
     verify_chain,
 )
@@ -298,16 +298,12 @@ class SyncClient:
                 self.progress(box.log, entries[-1].seq, box.seq)
 
     def _check_forward(self, entry: Entry) -> None:
-        """A forwarded decision must itself be a hub mailbox entry signed by the hub key."""
+        """A forwarded entry must be signed by the hub key (a hub mailbox entry) or by the node key the
+        hub names in the forward (a node's entry, e.g. the reception of a dossier handed back here)."""
         try:
-            inner = Entry.parse(canonical(entry.body["entry"]))
-            signature = b64url_decode(inner.sig, length=64)
-        except (ProtocolError, ValueError, KeyError) as exc:
-            raise SyncError("bad_forward", f"{entry.position}: {exc}", retryable=False) from None
-        if not inner.log.startswith("hub.") or not self.hub_key.verify(signature, inner.signable()):
-            raise SyncError(
-                "bad_forward", f"{entry.position} forwards an entry the hub did not sign", retryable=False
-            )
+            open_forward(entry.body, self.hub_key)
+        except ProtocolError as exc:
+            raise SyncError("bad_forward", f"{entry.position}: {exc.reason}", retryable=False) from None
 
     async def _blobs(self, held: LogHead) -> int:
         manifests = await self.local.pending_blobs(held.seq, self.epoch)

@@ -15,9 +15,11 @@ import aiosqlite
 
 from node.auth import AUTH_SQL
 from node.dossiers import ACCESS_SQL
+from node.hublink import HUB_LINK_SQL
 from node.intake import INTAKE_SQL
 from node.journal import JOURNAL_SQL
 from node.projection import PROJECTION_SQL
+from node.sync_client import SYNC_SQL as SYNC_CLIENT_SQL
 from node.syncstate import SYNC_SQL
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "apply_migrations", "split_sql"]
@@ -26,6 +28,7 @@ Migration = tuple[str, str]
 
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_core", JOURNAL_SQL + PROJECTION_SQL + AUTH_SQL + INTAKE_SQL + SYNC_SQL + ACCESS_SQL),
+    ("0002_sync", SYNC_CLIENT_SQL + HUB_LINK_SQL),
 )
 
 _LEDGER = """

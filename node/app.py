@@ -21,6 +21,7 @@ from node.auth import Principal, Session
 from node.config import NodeConfig
 from node.errors import error_middleware
 from node.provision import Node
+from node.sync_service import SYNC, SyncService
 from node.web import pages
 from node.web.format import FILTERS
 from node.web.keys import CONFIG, NODE
@@ -70,6 +71,21 @@ def make_app(
             await node.close()
 
     app.cleanup_ctx.append(node_ctx)
+
+    async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
+        # After the node opened: continuous sync with the hub, when the node is enrolled (node.sync_service).
+        service = await SyncService.open(app[NODE])
+        if service is not None:
+            app[SYNC] = service
+            await service.start()
+            log.info("sync with %s started", service.transport.base)
+        try:
+            yield
+        finally:
+            if service is not None:
+                await service.close()
+
+    app.cleanup_ctx.append(sync_ctx)
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(WEB_DIR / "templates")),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,7 @@ __all__ = [
     "HubUnreachable",
     "TokenRefused",
     "current_link",
+    "enroll_existing",
     "parse_token",
     "request_enrollment",
     "save_link",
@@ -230,3 +232,64 @@ def set_hub_url(data_dir: Path, hub_url: str) -> NodeConfig:
         os.fsync(handle.fileno())
     os.replace(tmp, data_dir / CONFIG_FILE)
     return config
+
+
+async def enroll_existing(config: NodeConfig, token_text: str, *, hub_url: str | None = None) -> HubLink:
+    """Link a node created offline to the hub (``motcua-node enroll``): the node keeps its key and its log.
+
+    Only a node whose current epoch the hub binds with the same genesis can be linked: for a node id the
+    hub never saw, epoch 1 with no previous epoch. Otherwise the hub holds another history of this id and
+    the node must be restored from it instead (the message says so; the token is then used up).
+    """
+    from node.store import Store
+    from protocol import load_private_key
+
+    token = parse_token(token_text)
+    if token.node != config.node_id:
+        raise TokenRefused(f"Mã mời dành cho máy trạm {token.node}, không phải {config.node_id}.")
+    key = load_private_key(config.key_path)
+    base = (hub_url or config.hub_url or token.hub).rstrip("/")
+    store = await Store.open(config.db_path)
+    try:
+        async with store.read() as db:
+            async with db.execute("SELECT max(epoch) FROM epochs") as cursor:
+                row = await cursor.fetchone()
+            epoch = int(row[0]) if row and row[0] is not None else 0
+            linked = await current_link(db, epoch)
+            async with db.execute(
+                "SELECT raw FROM entries WHERE log = ? AND epoch = ? AND seq = 1", (config.node_id, epoch)
+            ) as cursor:
+                genesis_row = await cursor.fetchone()
+        if linked is not None:
+            raise EnrollError(
+                f"Máy trạm {config.node_id} đã đăng ký với trung tâm {linked.hub_url} (epoch {epoch}, "
+                f"dấu vân tay {linked.fingerprint})."
+            )
+        if genesis_row is None:
+            raise EnrollError(detail=f"no genesis for epoch {epoch}")
+        from protocol import Entry
+
+        genesis = Entry.parse(bytes(genesis_row[0]))
+        enrollment, _ = await request_enrollment(token, key, hub_url=base)
+        previous = enrollment.previous
+        named = genesis.body.get("previous")
+        expected = (
+            None
+            if previous is None
+            else {"epoch": previous.epoch, "seq": previous.seq, "head": previous.hash}
+        )
+        if enrollment.epoch != epoch or named != expected:
+            raise EnrollError(
+                f"Trung tâm đã có nhật ký của mã máy trạm {config.node_id} (trung tâm cấp epoch "
+                f"{enrollment.epoch}, máy này đang ở epoch {epoch}); nhật ký trên máy này không thể nối "
+                "tiếp. Hãy dùng 'motcua-node restore' trên một thư mục trống với mã mời mới.",
+                detail=f"enrollment epoch {enrollment.epoch} previous {previous}",
+            )
+        async with store.write() as db:
+            await save_link(db, enrollment, base, int(time.time() * 1000))
+            link = await current_link(db, epoch)
+    finally:
+        await store.close()
+    set_hub_url(config.data_dir, base)
+    assert link is not None
+    return link

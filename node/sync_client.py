@@ -369,6 +369,9 @@ class SyncClient:
             if sleep is not None:
                 await sleep(delay)
                 continue
+            if failures:  # back off: new entries do not cut the wait short while the hub is failing
+                await asyncio.sleep(delay)
+                continue
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=delay)
             except TimeoutError:

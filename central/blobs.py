@@ -23,7 +23,7 @@ import aiosqlite
 
 from central.errors import NotFound, Unprocessable, now_ms
 from central.store import Extra, SqliteStore
-from protocol import BlobMismatch, BlobNeed, Entry, Manifest, canonical, decode, mailbox_log
+from protocol import BlobMismatch, BlobNeed, Entry, Manifest, canonical, decode, is_hub_log, mailbox_log
 from protocol.blobs import MANIFEST_FIELDS, WholeFileHasher
 from protocol.entry import HASH_RE
 
@@ -108,6 +108,9 @@ class HubBlobs:
         found = [(e, m) for e in entries if e.seq not in quarantined and (m := manifest_of(e)) is not None]
         if not found:
             return None
+        # The hub's own entries name files it wrote itself (officers' results, ``store_local``): whole
+        # already, so nodes can fetch them at once.
+        own = {m.sha256 for _, m in found if is_hub_log(log) and self.path_for(m.sha256).is_file()}
 
         async def extra(db: aiosqlite.Connection) -> None:
             for entry, manifest in found:
@@ -128,6 +131,12 @@ class HubBlobs:
                 await db.execute(
                     "INSERT OR IGNORE INTO blob_refs (sha256, log, epoch, seq) VALUES (?, ?, ?, ?)",
                     (manifest.sha256, log, epoch, entry.seq),
+                )
+            for sha in own:
+                await db.execute(
+                    "UPDATE blobs SET state = 'complete', completed_ms = ? WHERE sha256 = ? AND state != "
+                    "'complete'",
+                    (now_ms(), sha),
                 )
 
         return extra

@@ -21,13 +21,11 @@ Entries the old node wrote after the hub's head are lost with its disk; what the
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -40,13 +38,12 @@ from node.journal import Journal, insert_entry
 from node.mailbox_apply import make_projector
 from node.store import Store
 from node.sync_client import HttpTransport, SyncError
-from node.sync_service import NodeLocalLog, NodeSyncClient
+from node.sync_service import NodeLocalLog, NodeSyncClient, fetch_blobs
 from protocol import (
     ChainState,
     Entry,
     Head,
     HubState,
-    Manifest,
     ProtocolError,
     decode,
     generate_private_key,
@@ -56,7 +53,6 @@ from protocol import (
     save_private_key,
     verify_chain,
 )
-from protocol.blobs import MANIFEST_FIELDS, BlobMismatch
 from protocol.dossier.codes import DossierCode
 
 __all__ = ["RestoreError", "RestoreReport", "provision_from_hub"]
@@ -310,51 +306,10 @@ async def _finish(
     except SyncError as exc:
         report.sync_error = f"{exc.code}: {exc.reason}"
         return
-    blobs = BlobStore(data_dir, low_disk_bytes=0)
-    manifests: dict[str, Manifest] = {}
-    for (raw,) in await store.fetchall("SELECT raw FROM entries WHERE kind = 'dossier.attachment'"):
-        value = Entry.parse(bytes(raw)).body.get("manifest")
-        if isinstance(value, dict) and value.keys() == MANIFEST_FIELDS:
-            try:
-                manifest = Manifest.from_body(value)
-            except BlobMismatch:
-                continue
-            manifests.setdefault(manifest.sha256, manifest)
-    wanted = [m for sha, m in manifests.items() if not blobs.verify(sha)]
-    for count, manifest in enumerate(wanted, 1):
-        try:
-            chunks = []
-            for index in range(len(manifest.chunks)):
-                chunk = await client.call("GET", f"/v1/sync/blobs/{manifest.sha256}/{index}")
-                manifest.check_chunk(index, chunk)
-                chunks.append(chunk)
-            staged = await asyncio.to_thread(blobs.stage_bytes, b"".join(chunks))
-            if staged.sha256 != manifest.sha256:
-                raise BlobMismatch(f"assembled file hashes to {staged.sha256}")
-        except (SyncError, BlobMismatch) as exc:
-            report.blobs_missing.append(f"{manifest.sha256}: {exc}")
-            continue
-        async with store.write() as db:
-            await _register(db, manifest, staged)
-            await db.execute(
-                "INSERT OR IGNORE INTO sync_blobs (sha256, done_ms) VALUES (?, ?)",
-                (manifest.sha256, client.wall()),
-            )
-        report.blobs_fetched += 1
-        if progress is not None:
-            progress("scans", count, len(wanted))
-
-
-async def _register(db: Any, manifest: Manifest, staged: Any) -> None:
-    """Record the blob in the node's blob table when this node has one (node.blobs)."""
-    async with db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'blobs'") as cursor:
-        if await cursor.fetchone() is None:
-            return
-    from node.blobs import register_blob
-
-    await register_blob(
-        db, staged, media_type=manifest.media_type, pages=manifest.pages, display_name=manifest.sha256[:16]
+    fetched, missing = await fetch_blobs(
+        client, store, BlobStore(data_dir, low_disk_bytes=0), progress=progress
     )
+    report.blobs_fetched, report.blobs_missing = fetched, missing
 
 
 async def _write_config(

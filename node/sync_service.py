@@ -50,11 +50,13 @@ from node.sync_store import VERSION, SqliteLocalLog
 from node.syncgate import set_block
 from node.syncstate import SyncSummary, record_receipt, sync_summary
 from protocol import (
+    BlobMismatch,
     ChainState,
     Entry,
     Heartbeat,
     HubState,
     LogHead,
+    Manifest,
     ProtocolError,
     PushResult,
     Receipt,
@@ -63,6 +65,7 @@ from protocol import (
     public_key_text,
     verify_chain,
 )
+from protocol.blobs import MANIFEST_FIELDS
 
 __all__ = [
     "SYNC",
@@ -72,6 +75,7 @@ __all__ = [
     "SyncBanner",
     "SyncService",
     "dossier_hub",
+    "fetch_blobs",
     "sync_banner",
 ]
 
@@ -143,6 +147,12 @@ class NodeSyncClient(SyncClient):
     track the link for the banner."""
 
     store: Store | None = None
+    blobs: Any = None  # node.blobs.BlobStore: where fetched hub files go (None: do not fetch)
+
+    @property
+    def local_store(self) -> Store:
+        assert self.store is not None
+        return self.store
 
     # -- one round ---------------------------------------------------------------------------------
 
@@ -162,6 +172,9 @@ class NodeSyncClient(SyncClient):
                     error = again
                 await self._failed(error)
                 raise error from None
+            if self.blobs is not None:  # results the hub wrote or forwarded (officers' files), to print
+                fetched, _ = await fetch_blobs(self, self.local_store, self.blobs, hub_only=True)
+                report.chunks += fetched
             await self._succeeded(report)
             return report
         raise AssertionError("unreachable")
@@ -378,6 +391,7 @@ class SyncService:
             transport,
             wall=wall,
             store=node.store,
+            blobs=blobs,
         )
         interval = float(getattr(config, "sync_interval_seconds", 30))
         cap = float(getattr(config, "sync_max_backoff_seconds", 300))
@@ -520,3 +534,74 @@ async def dossier_hub(db: Any, node_id: str, code: str) -> DossierHub | None:
         else:
             at = max(at or 0, int(row[0]))
     return DossierHub(held, at if held else None, sum(int(g[2]) for g in groups))
+
+
+async def fetch_blobs(
+    client: SyncClient,
+    store: Store,
+    blobs: Any,
+    *,
+    hub_only: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[int, list[str]]:
+    """Fetch from the hub the files named by stored attachment entries that this node does not have
+    (``hub_only``: only those the hub wrote or forwarded, e.g. an officer's result file): each chunk is
+    checked against the signed manifest, the whole file by its SHA-256, stored durably (node.blobs), then
+    remembered in ``sync_blobs``. Returns (fetched, ["sha: why" for each the hub cannot give yet])."""
+    where = "kind = 'dossier.attachment' OR kind = 'hub.forward'"
+    if hub_only:
+        where = f"({where}) AND log LIKE 'hub%'"
+    done = {str(r[0]) for r in await store.fetchall("SELECT sha256 FROM sync_blobs")}
+    manifests: dict[str, Manifest] = {}
+    for (raw,) in await store.fetchall(f"SELECT raw FROM entries WHERE {where}"):
+        entry = Entry.parse(bytes(raw))
+        body = entry.body
+        if entry.kind == "hub.forward":
+            inner = body.get("entry")
+            if not isinstance(inner, dict) or inner.get("kind") != "dossier.attachment":
+                continue
+            body = inner.get("body") or {}
+        value = body.get("manifest")
+        if isinstance(value, dict) and value.keys() == MANIFEST_FIELDS:
+            try:
+                manifest = Manifest.from_body(value)
+            except BlobMismatch:
+                continue
+            if manifest.sha256 not in done and not blobs.path_for(manifest.sha256).is_file():
+                manifests.setdefault(manifest.sha256, manifest)
+    fetched, missing = 0, []
+    for count, manifest in enumerate(manifests.values(), 1):
+        try:
+            chunks = []
+            for index in range(len(manifest.chunks)):
+                chunk = await client.call("GET", f"/v1/sync/blobs/{manifest.sha256}/{index}")
+                manifest.check_chunk(index, chunk)
+                chunks.append(chunk)
+            staged = await asyncio.to_thread(blobs.stage_bytes, b"".join(chunks))
+            if staged.sha256 != manifest.sha256:
+                raise BlobMismatch(f"assembled file hashes to {staged.sha256}")
+        except (SyncError, BlobMismatch) as exc:
+            missing.append(f"{manifest.sha256}: {exc}")
+            continue
+        async with store.write() as db:
+            await _register_blob(db, manifest, staged)
+            await db.execute(
+                "INSERT OR IGNORE INTO sync_blobs (sha256, done_ms) VALUES (?, ?)",
+                (manifest.sha256, client.wall()),
+            )
+        fetched += 1
+        if progress is not None:
+            progress("scans", count, len(manifests))
+    return fetched, missing
+
+
+async def _register_blob(db: Any, manifest: Manifest, staged: Any) -> None:
+    """Record the blob in the node's blob table when this node has one (node.blobs)."""
+    async with db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'blobs'") as cursor:
+        if await cursor.fetchone() is None:
+            return
+    from node.blobs import register_blob
+
+    await register_blob(
+        db, staged, media_type=manifest.media_type, pages=manifest.pages, display_name=manifest.sha256[:16]
+    )

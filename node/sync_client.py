@@ -242,6 +242,15 @@ class SyncClient:
                 "restore this node from the hub (motcua-node restore)",
                 retryable=False,
             )
+        if held.seq and held.head is not None:  # same length is not enough: the same history?
+            mine = await self.local.own_entries_after(self.epoch, held.seq - 1, 1)
+            if mine and Entry.parse(mine[0]).hash != held.head:
+                raise SyncError(
+                    "diverged",
+                    f"the hub's entry {self.node}/{self.epoch}:{held.seq} differs from this node's: "
+                    "two histories (an old backup or a copied disk was used)",
+                    retryable=False,
+                )
         after = held.seq
         total = local.seq - after
         while after < local.seq:

@@ -166,7 +166,7 @@ class NodeSyncClient(SyncClient):
                     if exc.code == "behind_hub" and attempt == 0:
                         await self.recover()
                         continue
-                    if exc.code == "prev_mismatch" and exc.status == 422:
+                    if exc.code == "diverged" or (exc.code == "prev_mismatch" and exc.status == 422):
                         error = await self.expose_fork() or exc
                 except SyncError as again:
                     error = again

@@ -96,8 +96,13 @@ class HubRunner:
 
     async def invite(self, node: str, name: str | None = None) -> str:
         token = await self.hub.registry.invite(
-            node, "branch", name or f"Chi nhánh {node}", hub_url=self.base, hub_key=self.hub.public_key,
-            now=now_ms(), ttl_ms=600_000,
+            node,
+            "branch",
+            name or f"Chi nhánh {node}",
+            hub_url=self.base,
+            hub_key=self.hub.public_key,
+            now=now_ms(),
+            ttl_ms=600_000,
         )
         return token.encode()
 

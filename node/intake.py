@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 
@@ -47,7 +47,15 @@ from protocol.encoding import canonical, nfc
 from protocol.entry import NODE_ID_RE, Entry
 from protocol.errors import BodyInvalid, CalendarNotCovered, CodeBlockExhausted, UnknownProcedure
 
-__all__ = ["INTAKE_SQL", "Desk", "DuePreview", "Recorded", "idempotent_result", "remember"]
+__all__ = [
+    "INTAKE_SQL",
+    "Desk",
+    "DuePreview",
+    "ReceiptHook",
+    "Recorded",
+    "idempotent_result",
+    "remember",
+]
 
 INTAKE_SQL = """
 CREATE TABLE idempotency (
@@ -157,6 +165,19 @@ class _Reservations:
     lines: dict[str, set[int]] = field(default_factory=dict)
 
 
+class ReceiptHook(Protocol):
+    """Prints the receipt of a new dossier (``node.receipts.Receipts``): render and stage before the
+    transaction, register and queue inside it, wake the printer after it."""
+
+    async def prepare(
+        self, body: Mapping[str, Any], lookup: str, procedure: Procedure, actor: str, desk: str | None
+    ) -> Any | None: ...
+
+    async def commit(self, db: aiosqlite.Connection, prepared: Any) -> Any: ...
+
+    def committed(self, prepared: Any) -> None: ...
+
+
 @dataclass(slots=True)
 class Desk:
     """The reception desk of one node: reads input, allocates codes, appends reception events."""
@@ -169,6 +190,7 @@ class Desk:
     block: CodeBlock
     lookup_iterations: int | None = None
     wall: Any = field(default=lambda: time.time_ns() // 1_000_000)
+    receipts: ReceiptHook | None = None
     _reserved: _Reservations = field(default_factory=_Reservations)
 
     # -- reading input -----------------------------------------------------------------------------
@@ -255,12 +277,22 @@ class Desk:
     # -- code allocation -----------------------------------------------------------------------------
 
     async def _used_max(self, day: date) -> int | None:
+        """The highest sequence of this node's block used on ``day`` in the log (every epoch, every log)."""
         prefix = f"{self.unit_code}-{day:%y%m%d}-"
-        rows = await self.store.fetchall(
-            "SELECT dossier FROM entries WHERE dossier >= ? AND dossier < ?", (prefix, prefix + "\x7f")
+        row = await self.store.fetchone(
+            "SELECT max(CAST(substr(dossier, ?) AS INTEGER)) FROM entries WHERE dossier >= ? AND dossier < ?"
+            " AND length(dossier) = ? AND CAST(substr(dossier, ?) AS INTEGER) BETWEEN ? AND ?",
+            (
+                len(prefix) + 1,
+                prefix,
+                prefix + "\x7f",
+                len(prefix) + 4,
+                len(prefix) + 1,
+                self.block.start,
+                self.block.last,
+            ),
         )
-        used = [seq for r in rows if (seq := _seq_of(str(r[0]))) is not None and seq in self.block]
-        return max(used) if used else None
+        return int(row[0]) if row is not None and row[0] is not None else None
 
     async def _max_line(self, book: str) -> int:
         row = await self.store.fetchone(
@@ -294,9 +326,14 @@ class Desk:
     # -- actions -------------------------------------------------------------------------------------
 
     async def receive(
-        self, data: Mapping[str, Any], *, actor: str, idempotency_key: str | None = None
+        self,
+        data: Mapping[str, Any],
+        *,
+        actor: str,
+        idempotency_key: str | None = None,
+        desk: str | None = None,
     ) -> Recorded:
-        """Validate, allocate, append ``dossier.received``; return after commit."""
+        """Validate, allocate, append ``dossier.received`` (and queue its receipt); return after commit."""
         print_ = fingerprint("dossier.received", None, data)
         replay = await self._replay(idempotency_key, print_)
         if replay is not None:
@@ -340,6 +377,9 @@ class Desk:
                 lookup=lookup_hash,
                 note=note,
             )
+            receipt = (
+                await self.receipts.prepare(body, lookup, procedure, actor, desk) if self.receipts else None
+            )
             async with self.store.write() as db:
                 replay_row = await idempotent_result(db, idempotency_key, print_)
                 if replay_row is not None:
@@ -347,7 +387,11 @@ class Desk:
                 entry = await self.journal.append(db, "dossier.received", body, actor=actor)
                 await db.execute("INSERT INTO lookup_codes VALUES (?,?,?)", (str(code), lookup, now))
                 await remember(db, idempotency_key, print_, actor, entry, str(code), now)
+                if receipt is not None and self.receipts is not None:
+                    await self.receipts.commit(db, receipt)
                 result = await self._recorded(db, entry, str(code), lookup_code=format_lookup_code(lookup))
+            if receipt is not None and self.receipts is not None:
+                self.receipts.committed(receipt)
         except BodyInvalid as exc:
             raise InvalidInput({exc.field or "body": exc.reason}) from None
         finally:
@@ -428,8 +472,3 @@ class Desk:
         return Recorded(
             code, entry.kind, entry.log, entry.epoch, entry.seq, entry.hash, status, state, due, lookup_code
         )
-
-
-def _seq_of(code: str) -> int | None:
-    tail = code[-4:]
-    return int(tail) if tail.isdigit() else None

@@ -33,7 +33,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,7 +88,9 @@ _BLOCKING = {
     "fork": "fork",
     "node_quarantined": "node_quarantined",
 }
-DeviceProbe = Callable[[], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+DeviceReport = tuple[list[dict[str, Any]], list[dict[str, Any]]]
+DeviceProbe = Callable[[], Awaitable[DeviceReport]]
+"""Printers and scanners for the heartbeat: ``([printer...], [scanner...])``, small JSON objects."""
 
 
 def _wall() -> int:
@@ -99,6 +101,8 @@ def _wall() -> int:
 class NodeLocalLog(SqliteLocalLog):
     """The sync store over the real node: receipts also feed the banner's table, sealed epochs (restored
     history the hub already holds) never count as unacknowledged, device status comes from probes."""
+
+    probes: list[DeviceProbe] = field(default_factory=list)
 
     async def store_receipt(self, receipt: Receipt) -> None:
         async with self.store.write() as db:
@@ -126,6 +130,13 @@ class NodeLocalLog(SqliteLocalLog):
         )[0]
         state = await self.state()
         printers, scanners = self.devices()
+        for probe in self.probes:
+            try:
+                more_printers, more_scanners = await probe()
+            except Exception:  # noqa: BLE001 - a broken probe must not stop the heartbeat
+                log.exception("device status probe failed")
+                continue
+            printers, scanners = [*printers, *more_printers], [*scanners, *more_scanners]
         now = self.wall()
         return Heartbeat(
             version=VERSION,
@@ -356,19 +367,6 @@ class SyncService:
         hub_url = (config.hub_url or link.hub_url).rstrip("/")
         probes: list[DeviceProbe] = []
 
-        def devices() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-            printers: list[dict[str, Any]] = []
-            scanners: list[dict[str, Any]] = []
-            for probe in probes:
-                try:
-                    more_printers, more_scanners = probe()
-                except Exception:  # noqa: BLE001 - a broken probe must not stop the heartbeat
-                    log.exception("device status probe failed")
-                    continue
-                printers += more_printers
-                scanners += more_scanners
-            return printers, scanners
-
         from node.blobs import BlobStore
 
         blobs = BlobStore(config.data_dir, low_disk_bytes=0)
@@ -379,7 +377,7 @@ class SyncService:
             project=make_projector(config.node_id, wall),
             wall=wall,
             data_dir=config.data_dir,
-            devices=devices,
+            probes=probes,
         )
         transport = HttpTransport(hub_url, timeout=timeout)
         client = NodeSyncClient(

@@ -6,6 +6,8 @@
   ``after_seq`` are not trusted; the node's key is refused from now on (broadcast);
 - ``hub.quarantine_decision``: ``{"log", "epoch", "seq", "hash", "decision", "note"}``: a person's decision
   (``accepted`` or ``rejected``) on an entry quarantined for its body (to the node's mailbox);
+- ``hub.node_released``: ``{"node", "reason"}``: a person reviewed the fork evidence of a quarantined node
+  and lets it push again (to the node's mailbox);
 - ``hub.forward``: ``{"entry": <entry object>}``: an entry of another hub mailbox, copied so that the
   pickup branch of a dossier received elsewhere sees the decision; or ``{"entry", "key"}``: an entry of
   another *node's* log (the reception of a dossier to be handed back here), with the public key the hub
@@ -102,6 +104,13 @@ def _quarantine_decision(body: Mapping[str, Any]) -> None:
     _text(body, "note", 2000)
 
 
+def _node_released(body: Mapping[str, Any]) -> None:
+    _exact(body, {"node", "reason"}, "hub.node_released")
+    _text(body, "node", 32, NODE_ID_RE)
+    if not _text(body, "reason", 2000).strip():
+        raise BodyInvalid("reason must not be blank", field="reason")
+
+
 def _forward(body: Mapping[str, Any]) -> None:
     if body.keys() != {"entry"} and body.keys() != {"entry", "key"}:
         raise BodyInvalid("hub.forward body has exactly entry (and key for a node entry)")
@@ -125,6 +134,7 @@ HUB_VALIDATORS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "hub.calendar": _versioned("calendar"),
     "hub.revocation": _revocation,
     "hub.quarantine_decision": _quarantine_decision,
+    "hub.node_released": _node_released,
     "hub.forward": _forward,
 }
 HUB_KINDS = frozenset(HUB_VALIDATORS)

@@ -232,7 +232,8 @@ async def new_submit(request: web.Request) -> web.StreamResponse:
         if refuse:
             result = await node.desk.refuse(data, actor=who.actor, idempotency_key=key)
         else:
-            result = await node.desk.receive(data, actor=who.actor, idempotency_key=key)
+            desk = request.cookies.get("motcua_desk") or None  # the receipt prints at this desk
+            result = await node.desk.receive(data, actor=who.actor, idempotency_key=key, desk=desk)
     except InvalidInput as exc:
         errors = dict(exc.fields)
         if refuse and "reason" not in errors and not data["reason"]:

@@ -77,11 +77,11 @@ async def test_an_old_backup_used_offline_forks_and_is_quarantined(tmp_path: Pat
         await hub.start()
 
         async def stopped() -> bool:
-            return await _block(a) in ("fork", "node_quarantined")
+            info = await hub.hub.registry.node("CN01")
+            quarantined = info is not None and info.status == "quarantined"
+            return quarantined and await _block(a) in ("fork", "node_quarantined")
 
-        await eventually(stopped, what="the fork at the node")
-        info = await hub.hub.registry.node("CN01")
-        assert info is not None and info.status == "quarantined"
+        await eventually(stopped, what="the fork at the node and at the hub")
         forks = await hub.hub.store.fetchall("SELECT log, epoch, seq FROM forks")
         assert [tuple(f) for f in forks] == [("CN01", 1, 3)]  # both versions of seq 3 kept as evidence
         status, body = await a.call("POST", "/api/v1/dossiers", reception())

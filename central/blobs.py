@@ -24,7 +24,7 @@ import aiosqlite
 
 from central.errors import NotFound, Unprocessable, now_ms
 from central.store import Extra, SqliteStore
-from protocol import BlobMismatch, BlobNeed, Entry, Manifest, canonical, decode, mailbox_log
+from protocol import BlobMismatch, BlobNeed, Entry, Manifest, canonical, decode, is_hub_log, mailbox_log
 from protocol.blobs import MANIFEST_FIELDS, WholeFileHasher
 from protocol.entry import HASH_RE
 
@@ -130,6 +130,9 @@ class HubBlobs:
         found = [(e, m) for e in entries if e.seq not in quarantined and (m := manifest_of(e)) is not None]
         if not found:
             return None
+        # The hub's own entries name files it wrote itself (officers' results, ``store_local``): whole
+        # already, so nodes can fetch them at once.
+        own = {m.sha256 for _, m in found if is_hub_log(log) and self.path_for(m.sha256).is_file()}
 
         async def extra(db: aiosqlite.Connection) -> None:
             await db.executemany(
@@ -144,6 +147,11 @@ class HubBlobs:
             await db.executemany(
                 "INSERT OR IGNORE INTO blob_refs (sha256, log, epoch, seq) VALUES (?, ?, ?, ?)",
                 [(m.sha256, log, epoch, entry.seq) for entry, m in found],
+            )
+            await db.executemany(
+                "UPDATE blobs SET state = 'complete', completed_ms = ? WHERE sha256 = ? AND state != "
+                "'complete'",
+                [(now_ms(), sha) for sha in own],
             )
 
         return extra

@@ -68,6 +68,7 @@ class Dossiers:
     batch: int = 64  # dossiers refreshed per transaction by the background projector
     busy: Callable[[], bool] = lambda: False  # pushes coming in: the projector waits for a pause
     max_defer_s: float = 2.0  # ... but never longer than this per batch
+    refreshing: int = 0  # batches taken off ``pending`` whose fold is not committed yet
 
     def committed(self, log: str, epoch: int, entries: Sequence[Entry]) -> None:
         for entry in entries:
@@ -90,7 +91,15 @@ class Dossiers:
                 while self.busy() and time.monotonic() < deadline:
                     await asyncio.sleep(0.02)
                 codes = [self.pending.pop() for _ in range(min(self.batch, len(self.pending)))]
-                await self.refresh_many(codes)
+                self.refreshing += 1
+                try:
+                    await self.refresh_many(codes)
+                finally:
+                    self.refreshing -= 1
+
+    def idle(self) -> bool:
+        """Nothing queued and nothing being folded: every committed entry is in the projection."""
+        return not self.pending and not self.wake.is_set() and not self.refreshing
 
     async def refresh(self, code: str) -> DossierState | None:
         return (await self.refresh_many([code]))[code]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp_jinja2
 import jinja2
@@ -20,9 +21,10 @@ from aiohttp import web
 from node import api, retention
 from node.auth import Principal, Session
 from node.config import NodeConfig
-from node.devices import devices_ctx
+from node.devices import DEVICES, devices_ctx, devices_status
 from node.errors import error_middleware
 from node.provision import Node
+from node.sync_service import SYNC, SyncService
 from node.web import devices as devices_web
 from node.web import pages
 from node.web.format import FILTERS
@@ -35,6 +37,12 @@ __all__ = ["make_app"]
 
 log = logging.getLogger("motcua.node")
 WEB_DIR = Path(__file__).resolve().parent / "web"
+
+
+async def _device_report(app: web.Application) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Printers and scanners for the sync heartbeat (node.devices.devices_status)."""
+    status = await devices_status(app)
+    return list(status.get("printers", [])), list(status.get("scanners", []))
 
 
 def make_app(
@@ -77,6 +85,23 @@ def make_app(
     app.cleanup_ctx.append(node_ctx)
     # scanners, printers, blob sweep: after the node is open, stopped before it closes
     app.cleanup_ctx.append(devices_ctx(print_poll))
+
+    async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
+        # After the node and its devices: continuous sync with the hub when enrolled (node.sync_service).
+        service = await SyncService.open(app[NODE])
+        if service is not None:
+            app[SYNC] = service
+            if DEVICES in app:
+                service.add_device_probe(lambda: _device_report(app))
+            await service.start()
+            log.info("sync with %s started", service.transport.base)
+        try:
+            yield
+        finally:
+            if service is not None:
+                await service.close()
+
+    app.cleanup_ctx.append(sync_ctx)
 
     async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
         async with retention.running(config, app[NODE].store):  # purge of scans the hub holds

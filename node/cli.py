@@ -1,6 +1,7 @@
 """``motcua-node``: create, run, inspect and verify a branch node.
 
     motcua-node init   --data DIR --node-id ID --unit-code CODE --name NAME [--kind K] [--code-block N]
+                       [--hub URL --token TOKEN]
     motcua-node serve  --data DIR [--listen HOST:PORT]
     motcua-node status --data DIR [--json]
     motcua-node verify --data DIR
@@ -8,6 +9,9 @@
     motcua-node user add --data DIR --username U --role staff|supervisor [--display-name N] [--password-stdin]
     motcua-node token create --data DIR --name NAME [--role staff|supervisor]
     motcua-node token revoke --data DIR --name NAME
+    motcua-node enroll --data DIR --token TOKEN [--hub URL]
+    motcua-node sync --data DIR --once [--json]
+    motcua-node restore --hub URL --token TOKEN --data DIR [--unit-code C] [--code-block N]
     motcua-node backup | restore-backup | reprovision | rotate-key | purge-scans   (see node/opscli.py)
     motcua-node scanner add --data DIR --name NAME --folder PATH --desk DESK [--polling]
     motcua-node scanner list --data DIR [--json]
@@ -34,7 +38,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from node import config as config_module
-from node import opscli
+from node import opscli, sync_cli
 from node.auth import add_user, create_token
 from node.config import KINDS, NodeConfig
 from node.errors import ConfigError, InvalidInput, NodeError
@@ -66,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=KINDS, default="branch", help="site type (default: branch)")
     p.add_argument("--code-block", type=int, default=0, help="index of this node's daily block of numbers")
     p.add_argument("--code-block-size", type=int, default=1000, help="numbers per block (default 1000)")
+    p.add_argument("--hub", help="URL of the central hub (with --token: enroll now)")
+    p.add_argument("--token", help="one-time invite token from the hub administrator: enroll at init")
 
     p = sub.add_parser("serve", help="run the web UI and API")
     data(p)
@@ -95,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--password-stdin", action="store_true", help="read the password from the first line of stdin"
     )
+
+    sync_cli.add_parsers(sub)
 
     token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
     p = token.add_parser("create", help="create an API token (printed once)")
@@ -149,6 +157,8 @@ async def _open_store(config: NodeConfig) -> Store:
 
 
 async def _init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.token:
+        return await sync_cli.init_from_hub(args, out, err)
     config = await init_node(
         args.data,
         node_id=args.node_id,
@@ -157,6 +167,7 @@ async def _init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         kind=args.kind,
         code_block=args.code_block,
         code_block_size=args.code_block_size,
+        extra={"hub_url": args.hub} if args.hub else None,
     )
     key_text = public_key_text(load_private_key(config.key_path))
     block = config.code_block
@@ -387,6 +398,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return asyncio.run(_verify(args, out, err))
     if command == "log":
         return asyncio.run(_export(args, out))
+    if command in ("enroll", "sync", "restore"):
+        return asyncio.run(sync_cli.run(args, out, err))
     if command == "user":
         return asyncio.run(_user_add(args, err))
     return asyncio.run(_token(args, out, err))

@@ -88,6 +88,12 @@ class NodeConfig:
     )
     due_soon_hours: int = _f(24, "The 'Hôm nay' page lists dossiers due within this many hours as due soon.")
     log_level: str = _f("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
+    sync_interval_seconds: int = _f(
+        30, "Seconds between sync rounds when nothing new was recorded (a new entry syncs at once)."
+    )
+    sync_max_backoff_seconds: int = _f(
+        300, "Longest wait between sync attempts while the hub is unreachable (backoff with jitter)."
+    )
     # -- devices and printed forms (tables [[scanner]], [[printer]], [receipt_printers]) --------------
     scanners: tuple[ScannerConfig, ...] = _f(
         (), "Scanners: one [[scanner]] table each (name, folder, desk, polling); 'motcua-node scanner add'."
@@ -209,6 +215,8 @@ def validate(config: NodeConfig) -> None:
         ("low_disk_mb", 0, 10**7),
         ("scan_retention_days", 0, 3650),
         ("due_soon_hours", 1, 24 * 30),
+        ("sync_interval_seconds", 1, 3600),
+        ("sync_max_backoff_seconds", 1, 3600),
     ):
         value = getattr(config, key)
         if not low <= value <= high:

@@ -44,7 +44,7 @@ from protocol.dossier.codes import (
 )
 from protocol.dossier.model import Applicant, DocumentItem, ProcedureRef, RegisterLine
 from protocol.encoding import canonical, nfc
-from protocol.entry import Entry
+from protocol.entry import NODE_ID_RE, Entry
 from protocol.errors import BodyInvalid, CalendarNotCovered, CodeBlockExhausted, UnknownProcedure
 
 __all__ = [
@@ -246,6 +246,16 @@ class Desk:
             return procedure.fee.amount_for(pages=pages, copies=copies) if pages else 0
         return procedure.fee.amount_for(copies=copies)
 
+    def pickup(self, reader: InputReader) -> str:
+        """Where the result is handed back: this node unless another branch is named (boundary-free)."""
+        value = reader.text("pickup", "nơi trả kết quả", required=False, max_len=32)
+        if value is None:
+            return self.journal.node_id
+        value = value.strip().upper()
+        if not NODE_ID_RE.fullmatch(value):
+            reader.fail("pickup", "Mã nơi trả kết quả không hợp lệ (ví dụ CN02).")
+        return value
+
     # -- due date ------------------------------------------------------------------------------------
 
     def preview(self, procedure_code: str, received_at: int | None = None) -> DuePreview:
@@ -337,6 +347,7 @@ class Desk:
         fee = self.fee(reader, procedure)
         channel = reader.integer("channel", "kênh tiếp nhận", 1, 3, default=1)
         note = reader.text("note", "ghi chú", required=False, max_len=2000, multiline=True)
+        pickup = self.pickup(reader)
         reader.check()
         assert procedure is not None and applicant is not None and channel is not None
         due = self._due(procedure, now)
@@ -358,7 +369,7 @@ class Desk:
                 procedure=ProcedureRef(procedure.code, procedure.version),
                 documents=documents,
                 channel=channel,
-                pickup=self.journal.node_id,
+                pickup=pickup,
                 fee=fee,
                 received_at=now,
                 due_at=due,

@@ -17,6 +17,7 @@ import aiosqlite
 from node.auth import AUTH_SQL
 from node.blobs import BLOBS_SQL
 from node.dossiers import ACCESS_SQL
+from node.hublink import HUB_LINK_SQL
 from node.intake import INTAKE_SQL
 from node.journal import JOURNAL_SQL
 from node.printing import PRINT_SQL
@@ -24,6 +25,7 @@ from node.projection import PROJECTION_SQL
 from node.retention import RETENTION_SQL
 from node.scan_attach import DESKS_SQL
 from node.scan_inbox import SCANS_SQL
+from node.sync_client import SYNC_SQL as SYNC_CLIENT_SQL
 from node.syncstate import SYNC_SQL
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "apply_migrations", "split_sql"]
@@ -37,7 +39,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("0003_scans", SCANS_SQL),
     ("0004_print", PRINT_SQL),
     ("0005_desks", DESKS_SQL),
-    ("0006_retention", RETENTION_SQL),
+    # sync with the hub: receipts, sync state, blobs the hub holds, the enrollment (hub link)
+    ("0006_sync", SYNC_CLIENT_SQL + HUB_LINK_SQL),
+    ("0007_retention", RETENTION_SQL),
 )
 
 _LEDGER = """

@@ -43,18 +43,17 @@ from node.blobs import fsync_dir
 from node.config import CONFIG_FILE, NodeConfig, dump
 from node.config import load as load_config
 from node.errors import ConfigError, NodeError, NodeExists
+from node.hublink import current_link, parse_token, request_enrollment, save_link
 from node.journal import Journal, insert_entry, verify_log
 from node.store import Store
+from node.syncgate import set_block
 from protocol import (
     Enrollment,
-    EnrollmentRequest,
     Entry,
     Head,
     HubState,
-    InviteToken,
     PublicKey,
     body_digest,
-    canonical,
     decode,
     sign_request,
 )
@@ -215,24 +214,13 @@ async def restore_backup(
 
 
 async def enroll_with_hub(token_text: str, key: Ed25519PrivateKey, *, hub_url: str | None = None) -> HubView:
-    """``POST /v1/enroll`` with the new key; pin the hub key by the token's fingerprint."""
-    try:
-        token = InviteToken.parse(token_text.strip())
-    except ProtocolError as exc:
-        raise ReprovisionError(f"mã mời không hợp lệ: {exc}") from None
+    """``POST /v1/enroll`` with the new key (node.hublink); the hub key is pinned by the token's fingerprint.
+
+    Nothing is stored here: ``start_next_epoch`` keeps the enrollment (``hub_link``) in the transaction
+    that writes the genesis."""
+    token = parse_token(token_text)
     base = (hub_url or token.hub).rstrip("/")
-    request = EnrollmentRequest.make(token, key)
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-            async with session.post(base + "/v1/enroll", data=canonical(request.to_wire())) as resp:
-                payload = await resp.read()
-                if resp.status != 200:
-                    reason = payload[:300].decode("utf-8", "replace")
-                    raise ReprovisionError(f"trung tâm từ chối đăng ký ({resp.status}): {reason}")
-    except aiohttp.ClientError as exc:
-        raise ReprovisionError(f"không kết nối được trung tâm {base}: {exc}") from None
-    enrollment = Enrollment.from_wire(decode(payload, max_bytes=None))
-    hub_key = enrollment.verify(token, public_key_text(key))
+    enrollment, hub_key = await request_enrollment(token, key, hub_url=base)
     offset = enrollment.hub_time - _now_ms()
     return HubView(base, enrollment.epoch, enrollment.previous, hub_key, enrollment, offset)
 
@@ -300,11 +288,14 @@ async def start_next_epoch(
     epoch: int,
     previous: Head | None,
     fetched: Sequence[Entry] = (),
+    link: HubView | None = None,
     wall: Callable[[], int] = _now_ms,
 ) -> EpochStarted:
     """Store ``fetched`` (verified), check agreement with ``previous``, write the genesis of ``epoch``.
 
-    Everything happens in one write transaction: on any refusal nothing is written.
+    With ``link`` the hub's signed enrollment of ``epoch`` is kept (``hub_link``: the sync service syncs
+    the new epoch with it) and any append block of the old history is cleared: the hub has just bound
+    this key. Everything happens in one write transaction: on any refusal nothing is written.
     """
     if previous is not None and epoch != previous.epoch + 1:
         raise ReprovisionError(f"epoch mới {epoch} phải là {previous.epoch + 1} (sau epoch đã niêm phong)")
@@ -372,6 +363,10 @@ async def start_next_epoch(
                 stranded = int((await cursor.fetchone() or (0,))[0])
         journal = Journal(node_id=node, epoch=epoch, key=key, project=projection.apply, wall=wall)
         genesis = await journal.start_epoch(db, previous)
+        if link is not None:
+            await db.execute("DELETE FROM hub_link WHERE epoch = ?", (epoch,))
+            await save_link(db, link.enrollment, link.base, wall())
+            await set_block(db, "")
     return EpochStarted(epoch, previous, inserted, stranded, genesis)
 
 
@@ -405,9 +400,7 @@ async def finish_restore(
 
 async def _has_hub_history(store: Store, node: str) -> bool:
     """Whether any hub receipt for this node's log was ever stored (in either receipts table)."""
-    tables = {
-        str(r[0]) for r in await store.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
-    }
+    tables = {str(r[0]) for r in await store.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
     for table in ("hub_receipts", "sync_receipts"):
         if table in tables:
             row = await store.fetchone(f"SELECT count(*) FROM {table} WHERE log = ?", (node,))
@@ -447,7 +440,7 @@ async def _next_epoch(
         raise ReprovisionError(f"mã mời dành cho {view.enrollment.node}, không phải {config.node_id}")
     fetched = await fetch_missing(store, config.node_id, key, view)
     started = await start_next_epoch(
-        store, config.node_id, key, epoch=view.epoch, previous=view.previous, fetched=fetched
+        store, config.node_id, key, epoch=view.epoch, previous=view.previous, fetched=fetched, link=view
     )
     return started, view
 
@@ -500,11 +493,13 @@ async def rotate_key(config: NodeConfig, token: str) -> EpochStarted:
         async with store.read() as db:
             journal = await Journal.open(db, config.node_id, old_key)
             head = await journal.head(db)
-        if config.hub_url is None:
+            linked = await current_link(db, journal.epoch)
+        hub_url = config.hub_url or (linked.hub_url if linked is not None else None)
+        if hub_url is None:
             raise ReprovisionError(
                 "hub_url chưa được cấu hình: xoay khóa cần trung tâm để niêm phong epoch cũ"
             )
-        state = await hub_state(config.hub_url, config.node_id, journal.epoch, old_key)
+        state = await hub_state(hub_url, config.node_id, journal.epoch, old_key)
         held = state.log_head(config.node_id, journal.epoch)
         if held.seq != head.seq or held.head != head.hash:
             raise ReprovisionError(
@@ -512,7 +507,7 @@ async def rotate_key(config: NodeConfig, token: str) -> EpochStarted:
                 f"máy trạm đến {head.seq}: đồng bộ hết trước khi xoay khóa (motcua-node sync --once)"
             )
         new_key = generate_private_key()
-        view = await enroll_with_hub(token, new_key, hub_url=config.hub_url)
+        view = await enroll_with_hub(token, new_key, hub_url=hub_url)
         # enrolled: the hub has sealed the old epoch and refuses the old key from now on
         save_private_key(new_key, config.data_dir / (KEY_NAME + ".new"))
         record = {"node": config.node_id, "reason": "rotation", "new_key": public_key_text(new_key)}
@@ -526,7 +521,7 @@ async def rotate_key(config: NodeConfig, token: str) -> EpochStarted:
                 "Chạy lại 'motcua-node reprovision' với mã mời mới sau khi kiểm tra."
             )
         started = await start_next_epoch(
-            store, config.node_id, new_key, epoch=view.epoch, previous=view.previous
+            store, config.node_id, new_key, epoch=view.epoch, previous=view.previous, link=view
         )
     finally:
         await store.close()

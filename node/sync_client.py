@@ -43,11 +43,11 @@ from protocol import (
     PublicKey,
     PushResult,
     Receipt,
-    b64url_decode,
     body_digest,
     canonical,
     decode,
     mailbox_log,
+    open_forward,
     sign_request,
     verify_chain,
 )
@@ -260,6 +260,15 @@ class SyncClient:
                 "restore this node from the hub (motcua-node restore)",
                 retryable=False,
             )
+        if held.seq and held.head is not None:  # same length is not enough: the same history?
+            mine = await self.local.own_entries_after(self.epoch, held.seq - 1, 1)
+            if mine and Entry.parse(mine[0]).hash != held.head:
+                raise SyncError(
+                    "diverged",
+                    f"the hub's entry {self.node}/{self.epoch}:{held.seq} differs from this node's: "
+                    "two histories (an old backup or a copied disk was used)",
+                    retryable=False,
+                )
         target = f"/v1/sync/logs/{self.node}/{self.epoch}"
         after = held.seq  # acknowledged by a receipt
         sent = after  # sent, perhaps not acknowledged yet
@@ -347,16 +356,12 @@ class SyncClient:
                 self.progress(box.log, entries[-1].seq, box.seq)
 
     def _check_forward(self, entry: Entry) -> None:
-        """A forwarded decision must itself be a hub mailbox entry signed by the hub key."""
+        """A forwarded entry must be signed by the hub key (a hub mailbox entry) or by the node key the
+        hub names in the forward (a node's entry, e.g. the reception of a dossier handed back here)."""
         try:
-            inner = Entry.parse(canonical(entry.body["entry"]))
-            signature = b64url_decode(inner.sig, length=64)
-        except (ProtocolError, ValueError, KeyError) as exc:
-            raise SyncError("bad_forward", f"{entry.position}: {exc}", retryable=False) from None
-        if not inner.log.startswith("hub.") or not self.hub_key.verify(signature, inner.signable()):
-            raise SyncError(
-                "bad_forward", f"{entry.position} forwards an entry the hub did not sign", retryable=False
-            )
+            open_forward(entry.body, self.hub_key)
+        except ProtocolError as exc:
+            raise SyncError("bad_forward", f"{entry.position}: {exc.reason}", retryable=False) from None
 
     async def _blobs(self, held: LogHead) -> int:
         manifests = await self.local.pending_blobs(held.seq, self.epoch)
@@ -473,6 +478,9 @@ class SyncClient:
                 log.exception("sync round crashed; next try in %.1f s", delay)
             if sleep is not None:
                 await sleep(delay)
+                continue
+            if failures:  # back off: new entries do not cut the wait short while the hub is failing
+                await asyncio.sleep(delay)
                 continue
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=delay)

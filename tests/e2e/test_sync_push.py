@@ -17,7 +17,7 @@ from node.sync_client import SyncReport
 from protocol import LogHead
 from tests.central.helpers import make_hub_dir
 from tests.e2e.nodesim import MiniNode
-from tests.e2e.test_sync_e2e import free_port
+from tests.e2e.realnode import free_port
 
 pytestmark = pytest.mark.e2e
 

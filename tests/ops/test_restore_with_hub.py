@@ -1,7 +1,7 @@
 """Restore of a day-old backup and key rotation against a real hub on loopback: no fork, no reused code.
 
 The node side is the real node (init, desk, journal, projections) with the real sync client over its
-store; until the sync integration lands in the node, the test adds the sync client's tables itself.
+store; the last test goes through the CLI only (init with a token, sync --once, backup, restore-backup).
 """
 
 from __future__ import annotations
@@ -227,4 +227,61 @@ async def test_key_rotation_seals_the_epoch_and_the_old_key_is_refused(
     assert refused.value.code == "epoch_sealed"
     epochs = await central.registry.epochs("CN01")
     assert [(e[0], e[2] is not None) for e in epochs] == [(1, True), (2, False)]  # epoch 1 sealed
+    assert (await central.store.fetchone("SELECT count(*) FROM forks"))[0] == 0
+
+
+async def test_cli_restore_backup_then_the_nodes_own_sync_carries_on(
+    hub: tuple[Hub, str], tmp_path: Path
+) -> None:
+    """The operator's path: init with a token, sync, back up, lose the disk, restore-backup with a fresh
+    token, then ``sync --once`` of the node itself (its hub link for the new epoch) pushes the new epoch."""
+    import io
+
+    from node.cli import main as node_main
+
+    central, base = hub
+    data = tmp_path / "cn01"
+
+    def cli(*argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        return node_main(list(argv), out=out, err=err), out.getvalue(), err.getvalue()
+
+    token = await _token(central, base)
+    code, _, err = await asyncio.to_thread(
+        cli, "init", "--data", str(data), "--node-id", "CN01", "--unit-code", UNIT, "--name", "Tây Hồ",
+        "--code-block", "1", "--hub", base, "--token", token,
+    )  # fmt: skip
+    assert code == 0, err
+    node = await Node.open(load_node_config(data, {}), lookup_iterations=FAST_LOOKUP)
+    try:
+        before = await _intake(node, 2)
+    finally:
+        await node.close()
+    assert (await asyncio.to_thread(cli, "sync", "--data", str(data), "--once"))[0] == 0
+    archive = tmp_path / "cn01.tar"
+    assert (await asyncio.to_thread(cli, "backup", "--data", str(data), "--to", str(archive)))[0] == 0
+    node = await Node.open(load_node_config(data, {}), lookup_iterations=FAST_LOOKUP)
+    try:
+        before += await _intake(node, 1)
+    finally:
+        await node.close()
+    assert (await asyncio.to_thread(cli, "sync", "--data", str(data), "--once"))[0] == 0
+
+    restored = tmp_path / "new-disk"
+    token = await _token(central, base)
+    code, out, err = await asyncio.to_thread(
+        cli, "restore-backup", "--from", str(archive), "--data", str(restored), "--token", token
+    )
+    assert code == 0, err
+    assert "epoch 2\nsealed 1:4\nfetched 1\n" in out
+    node = await Node.open(load_node_config(restored, {}), lookup_iterations=FAST_LOOKUP)
+    try:
+        after = await _intake(node, 1)
+    finally:
+        await node.close()
+    code, _, err = await asyncio.to_thread(cli, "sync", "--data", str(restored), "--once")
+    assert code == 0, err
+    held = await central.store.head("CN01", 2)
+    assert held is not None and held.seq == 2  # genesis of epoch 2 + the new reception
+    assert int(after[0].rsplit("-", 1)[1]) == 1 + max(int(c.rsplit("-", 1)[1]) for c in before)
     assert (await central.store.fetchone("SELECT count(*) FROM forks"))[0] == 0

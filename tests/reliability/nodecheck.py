@@ -58,20 +58,27 @@ class NodeChecker:
     def _chain(self, db: sqlite3.Connection) -> int:
         total = 0
         for epoch, key_text in db.execute("SELECT epoch, public_key FROM epochs ORDER BY epoch").fetchall():
-            state = self._states.get(epoch) or ChainState.start(self.node_id, epoch, parse_public_key(key_text))
+            state = self._states.get(epoch) or ChainState.start(
+                self.node_id, epoch, parse_public_key(key_text)
+            )
             seq0, hash0 = self._verified.get(epoch, (0, None))
             if seq0:
                 row = db.execute(
-                    "SELECT hash FROM entries WHERE log = ? AND epoch = ? AND seq = ?", (self.node_id, epoch, seq0)
+                    "SELECT hash FROM entries WHERE log = ? AND epoch = ? AND seq = ?",
+                    (self.node_id, epoch, seq0),
                 ).fetchone()
-                assert row is not None and row[0] == hash0, f"verified entry {epoch}:{seq0} changed or vanished"
+                assert row is not None and row[0] == hash0, (
+                    f"verified entry {epoch}:{seq0} changed or vanished"
+                )
             for raw, stored_hash, seq in db.execute(
                 "SELECT raw, hash, seq FROM entries WHERE log = ? AND epoch = ? AND seq > ? ORDER BY seq",
                 (self.node_id, epoch, seq0),
             ):
                 entry = Entry.parse(bytes(raw))
                 state = verify_next(state, entry)
-                assert (entry.hash, entry.seq) == (stored_hash, seq), f"row {epoch}:{seq} does not match its bytes"
+                assert (entry.hash, entry.seq) == (stored_hash, seq), (
+                    f"row {epoch}:{seq} does not match its bytes"
+                )
                 validate_local_body(entry.kind, entry.body)
             self._states[epoch] = state
             self._verified[epoch] = (state.seq, state.head) if state.seq else (0, None)  # type: ignore[assignment]

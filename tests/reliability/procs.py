@@ -106,7 +106,9 @@ async def wait_serving(proc: ServerProc, path: str = "/healthz", timeout: float 
                 pass
             await asyncio.sleep(0.01)
     log = proc.log.read_text(errors="replace")[-3000:] if proc.log.exists() else ""
-    raise AssertionError(f"server on {proc.port} not serving after {timeout} s (alive={proc.alive()}):\n{log}")
+    raise AssertionError(
+        f"server on {proc.port} not serving after {timeout} s (alive={proc.alive()}):\n{log}"
+    )
 
 
 def _script(tool: str) -> list[str]:

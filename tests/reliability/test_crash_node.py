@@ -4,10 +4,10 @@ Each cycle: start the node (a warm fork running ``motcua-node serve``'s own code
 installed script, cold), fire a burst of concurrent intakes (each with its own Idempotency-Key, plus
 the retries of requests whose outcome the last crash left unknown), SIGKILL the process a seeded
 random 0-250 ms into the burst, and check the state directory while nothing has it open:
-``PRAGMA integrity_check`` ok, the chain verifies (incrementally; from genesis, with a refold of the
-projections, every 25 cycles), every dossier that was answered 201 is there, and no retry made a second dossier (Jepsen ``set`` + ``total-queue``: an
-unknown outcome may be present or absent, but never twice). ``motcua-node verify`` (the CLI) runs
-every 50 cycles and at the end.
+``PRAGMA integrity_check`` ok; the chain verifies (incrementally each cycle; from genesis with a
+refold of the projections every 25 cycles); every dossier that was answered 201 is there; no retry
+made a second dossier (Jepsen ``set`` + ``total-queue``: an unknown outcome may be present or
+absent, never twice). ``motcua-node verify`` (the CLI) runs every 50 cycles and at the end.
 """
 
 from __future__ import annotations
@@ -88,14 +88,18 @@ async def crash_soak(tmp: Path, *, kills: int, seed: int, burst: int = 6) -> dic
             for cycle in range(kills):
                 argv = ["serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"]
                 proc: ServerProc = (
-                    spawn_cli("node", argv, port, log) if cycle % 50 == 0 else zygote.spawn("node", argv, port, log)
+                    spawn_cli("node", argv, port, log)
+                    if cycle % 50 == 0
+                    else zygote.spawn("node", argv, port, log)
                 )
                 await wait_serving(proc)
                 orders = dict(list(pending.items())[:burst])  # retries first, bounded
                 pending = {k: b for k, b in pending.items() if k not in orders}
                 for i in range(burst - len(orders) // 2):
                     orders[uuid.uuid4().hex] = reception(note=f"cycle {cycle} #{i}")
-                tasks = [asyncio.create_task(_intake(session, proc.url, token, k, b)) for k, b in orders.items()]
+                tasks = [
+                    asyncio.create_task(_intake(session, proc.url, token, k, b)) for k, b in orders.items()
+                ]
                 await asyncio.sleep(rng.uniform(0, 0.25))  # a 6-intake burst takes ~0.25 s here
                 proc.kill()
                 results = await asyncio.gather(*tasks)

@@ -21,8 +21,10 @@ wrong clock can correct its request timestamps.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -131,8 +133,15 @@ class InsufficientSpace(CentralError):
     status = 507
 
 
+def _printable(reason: str) -> str:
+    """A reason safe to encode canonically: it may quote hostile input (a non-NFC string, a lone
+    surrogate), and the refusal must still be sent, not turned into a 500 by the encoder."""
+    return unicodedata.normalize("NFC", reason.encode("utf-8", "replace").decode("utf-8"))[:1000]
+
+
 def error_response(status: int, reply: ErrorReply, retry_after: int | None = None) -> web.Response:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    reply = dataclasses.replace(reply, reason=_printable(reply.reason))
     return web.Response(
         status=status, body=canonical(reply.to_wire()), content_type="application/json", headers=headers
     )

@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
-from prometheus_client import generate_latest
 
 from central import sync_api
 from central.config import CentralConfig
@@ -15,19 +14,9 @@ from central.dossiers import DOSSIERS, TRACK_LIMIT, Dossiers, IpLimiter, track_r
 from central.errors import CLOCK, error_middleware, now_ms
 from central.hub import HUB, Hub
 from central.officers import officer_routes
+from central.web import install as install_web
 
 __all__ = ["HUB", "make_app"]
-
-
-async def healthz(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    await hub.store.fetchone("SELECT 1")
-    return web.json_response({"status": "ok", "hub_time": hub.clock()})
-
-
-async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[HUB].metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
 def make_app(config: CentralConfig, *, clock: Callable[[], int] = now_ms) -> web.Application:
@@ -55,6 +44,5 @@ def make_app(config: CentralConfig, *, clock: Callable[[], int] = now_ms) -> web
     app.add_routes(sync_api.routes)
     app.add_routes(officer_routes)
     app.add_routes(track_routes)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    install_web(app, config)  # pages, /healthz, /readyz, /metrics (central.web)
     return app

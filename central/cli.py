@@ -18,7 +18,9 @@ from central.config import ConfigError, load
 from central.errors import CentralError, now_ms
 from central.hub import Hub
 from central.mailbox import BROADCAST, Post
+from central.monitoring import configure_logging
 from central.officers import add_officer
+from central.webcli import register as register_user_commands
 from protocol import ProtocolError, fingerprint, generate_private_key, public_key_text, save_private_key
 
 __all__ = ["main"]
@@ -52,7 +54,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = load(_data(args), listen=args.listen)
-    web.run_app(make_app(config), host=config.host, port=config.port, print=None)
+    configure_logging()  # JSON lines on stdout, with request ids (central.monitoring)
+    web.run_app(make_app(config), host=config.host, port=config.port, print=None, access_log=None)
     return 0
 
 
@@ -186,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("--name", required=True)
     p.set_defaults(func=cmd_officer)
+    register_user_commands(sub)
     log = sub.add_parser("log", help="stored logs").add_subparsers(dest="log_command", required=True)
     p = log.add_parser("export", help="write a stored log epoch as NDJSON to stdout")
     p.add_argument("--log", required=True)

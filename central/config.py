@@ -46,6 +46,12 @@ class CentralConfig:
     track_rate_per_min: int = _f(30, "Public tracking lookups allowed per client IP per minute.")
     skew_warn_s: int = _f(120, "Flag a node whose request clock differs from hub time by more than this.")
     heartbeat_keep: int = _f(2000, "Heartbeats kept per node (older ones are pruned).")
+    online_window_s: int = _f(180, "A node is online when the hub heard from it within this many seconds.")
+    lag_warn_s: int = _f(3600, "Warn when a node's oldest unacknowledged entry is older than this.")
+    disk_warn_bytes: int = _f(2 * 1024**3, "Warn when a node reports less free disk than this.")
+    session_idle_s: int = _f(1800, "A web session ends after this many seconds without a request.")
+    session_max_s: int = _f(12 * 3600, "A web session ends this many seconds after login, whatever happens.")
+    result_max_bytes: int = _f(20 * 1024 * 1024, "Largest result file an officer may upload.")
 
     def validate(self) -> CentralConfig:
         host, _, port = self.listen.rpartition(":")
@@ -63,6 +69,12 @@ class CentralConfig:
             "track_rate_per_min",
             "skew_warn_s",
             "heartbeat_keep",
+            "online_window_s",
+            "lag_warn_s",
+            "disk_warn_bytes",
+            "session_idle_s",
+            "session_max_s",
+            "result_max_bytes",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiosqlite
 from aiohttp import web
 
 from central.errors import NotFound, RateLimited
@@ -59,6 +60,10 @@ class Dossiers:
     clock: Any
     pending: set[str] = field(default_factory=set)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # More rows kept from the same fold, in the same transaction (e.g. the web side's dossier index).
+    on_refresh: list[Callable[[aiosqlite.Connection, DossierState], Awaitable[None]]] = field(
+        default_factory=list
+    )
 
     def committed(self, log: str, epoch: int, entries: Sequence[Entry]) -> None:
         for entry in entries:
@@ -116,6 +121,8 @@ class Dossiers:
                     for c in state.open_conflicts
                 ],
             )
+            for extra in self.on_refresh:
+                await extra(db, state)
         return state
 
     async def routing(self, code: str) -> Routing | None:

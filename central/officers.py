@@ -18,13 +18,14 @@ from typing import Any
 
 from aiohttp import web
 
-from central.dossiers import DOSSIERS
+from central.dossiers import DOSSIERS, Dossiers
 from central.errors import BadRequest, NotFound, TooLarge, Unauthorized, Unprocessable
-from central.hub import HUB
+from central.hub import HUB, Hub
 from central.mailbox import Post
 from central.store import SqliteStore
 from protocol import (
     BodyInvalid,
+    Entry,
     b64url_decode,
     b64url_encode,
     canonical,
@@ -35,7 +36,7 @@ from protocol import (
 )
 from protocol.dossier import MEDIA_TYPES, is_dossier_code
 
-__all__ = ["ACTIONS", "add_officer", "officer_routes"]
+__all__ = ["ACTIONS", "add_officer", "officer_routes", "order_after_dossier", "record_action"]
 
 ACTIONS = {
     "transfer": "dossier.transferred",
@@ -91,32 +92,37 @@ def _result_file(fields: dict[str, Any]) -> tuple[bytes, str, int] | None:
     return data, spec["media_type"], spec["pages"]
 
 
-@officer_routes.post("/api/v1/officer/dossiers/{code}/{action}")
-async def act(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    officer = await _officer(request, hub.store)
-    code, action = request.match_info["code"], request.match_info["action"]
-    kind = ACTIONS.get(action)
-    if kind is None:
-        raise NotFound("not_found", f"unknown action {action}; one of {', '.join(ACTIONS)}")
-    if not is_dossier_code(code):
-        raise NotFound("not_found", "no such dossier")
-    raw = await request.content.read(MAX_ACTION_BYTES + 1)
-    if len(raw) > MAX_ACTION_BYTES:
-        raise TooLarge("too_large", f"an action is at most {MAX_ACTION_BYTES} bytes")
-    try:
-        fields = nfc(json.loads(raw or b"{}"))
-    except ValueError:
-        raise BadRequest("bad_action", "the body must be a JSON object") from None
-    if not isinstance(fields, dict) or {"dossier", "actor"} & fields.keys():
-        raise BadRequest("bad_action", "the body is an object of the event's fields (without dossier, actor)")
-    routing = await request.app[DOSSIERS].routing(code)
+async def order_after_dossier(hub: Hub, code: str) -> None:
+    """Make the hub's next entries order after every event of the dossier the hub holds (within the
+    clock's drift bound), so a decision never folds before the events it answers."""
+    row = await hub.store.fetchone(
+        "SELECT time_ms, time_n FROM entries WHERE dossier = ? ORDER BY time_ms DESC, time_n DESC LIMIT 1",
+        (code,),
+    )
+    if row is not None:
+        hub.mailbox.hlc.observe((row[0], row[1]), hub.clock())
+
+
+async def record_action(
+    hub: Hub,
+    dossiers: Dossiers,
+    code: str,
+    action: str,
+    fields: dict[str, Any],
+    *,
+    actor: str,
+    result: tuple[bytes, str, int] | None = None,
+) -> list[Entry]:
+    """Write an officer's decision as signed hub entries: in the mailbox of the node that received the
+    dossier, forwarded to the pickup node if another; ``result`` (data, media type, pages) is stored as a
+    blob and attached first. Durable when this returns; the dossier is refolded."""
+    kind = ACTIONS[action]
+    routing = await dossiers.routing(code)
     if routing is None:
         raise NotFound("not_found", "the hub holds no reception of this dossier yet")
-    actor = f"officer:{officer}"
-    result = _result_file(fields) if action == "result_ready" else None
     if action == "refuse":
         fields["outcome"] = "refused"
+    await order_after_dossier(hub, code)
     body = {**fields, "dossier": code, "actor": actor}
     posts = []
     forward = () if routing.pickup_node == routing.receiving_node else (mailbox_log(routing.pickup_node),)
@@ -139,7 +145,39 @@ async def act(request: web.Request) -> web.Response:
         written = await hub.mailbox.post(posts)
     except BodyInvalid as exc:
         raise Unprocessable("bad_action", exc.reason) from None
-    await request.app[DOSSIERS].refresh(code)
+    await dossiers.refresh(code)
+    return written
+
+
+@officer_routes.post("/api/v1/officer/dossiers/{code}/{action}")
+async def act(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    officer = await _officer(request, hub.store)
+    code, action = request.match_info["code"], request.match_info["action"]
+    kind = ACTIONS.get(action)
+    if kind is None:
+        raise NotFound("not_found", f"unknown action {action}; one of {', '.join(ACTIONS)}")
+    if not is_dossier_code(code):
+        raise NotFound("not_found", "no such dossier")
+    raw = await request.content.read(MAX_ACTION_BYTES + 1)
+    if len(raw) > MAX_ACTION_BYTES:
+        raise TooLarge("too_large", f"an action is at most {MAX_ACTION_BYTES} bytes")
+    try:
+        fields = nfc(json.loads(raw or b"{}"))
+    except ValueError:
+        raise BadRequest("bad_action", "the body must be a JSON object") from None
+    if not isinstance(fields, dict) or {"dossier", "actor"} & fields.keys():
+        raise BadRequest("bad_action", "the body is an object of the event's fields (without dossier, actor)")
+    result = _result_file(fields) if action == "result_ready" else None
+    written = await record_action(
+        request.app[HUB],
+        request.app[DOSSIERS],
+        code,
+        action,
+        fields,
+        actor=f"officer:{officer}",
+        result=result,
+    )
     answer = [{"log": e.log, "seq": e.seq, "kind": e.kind, "hash": e.hash} for e in written]
     return web.Response(body=canonical({"entries": answer}), content_type="application/json", status=201)
 

@@ -174,3 +174,8 @@ CREATE TABLE dossier_conflicts (
 """
 
 MIGRATIONS: list[tuple[str, str]] = [("0001_hub_core", _CORE)]
+
+# The web side's own steps (users, sessions, access log, dossier index), kept in their own module.
+from central.webschema import WEB_MIGRATIONS  # noqa: E402
+
+MIGRATIONS += WEB_MIGRATIONS

@@ -6,6 +6,8 @@
   ``after_seq`` are not trusted; the node's key is refused from now on (broadcast);
 - ``hub.quarantine_decision``: ``{"log", "epoch", "seq", "hash", "decision", "note"}``: a person's decision
   (``accepted`` or ``rejected``) on an entry quarantined for its body (to the node's mailbox);
+- ``hub.node_released``: ``{"node", "reason"}``: a person reviewed the fork evidence of a quarantined node
+  and lets it push again (to the node's mailbox);
 - ``hub.forward``: ``{"entry": <entry object>}``: an entry of another hub mailbox, copied so that the
   pickup branch of a dossier received elsewhere sees the decision. Readers verify the inner entry with the
   hub key and fold it under its own position (so it counts once, wherever it is read).
@@ -95,6 +97,13 @@ def _quarantine_decision(body: Mapping[str, Any]) -> None:
     _text(body, "note", 2000)
 
 
+def _node_released(body: Mapping[str, Any]) -> None:
+    _exact(body, {"node", "reason"}, "hub.node_released")
+    _text(body, "node", 32, NODE_ID_RE)
+    if not _text(body, "reason", 2000).strip():
+        raise BodyInvalid("reason must not be blank", field="reason")
+
+
 def _forward(body: Mapping[str, Any]) -> None:
     _exact(body, {"entry"}, "hub.forward")
     inner = body["entry"]
@@ -109,6 +118,7 @@ HUB_VALIDATORS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "hub.calendar": _versioned("calendar"),
     "hub.revocation": _revocation,
     "hub.quarantine_decision": _quarantine_decision,
+    "hub.node_released": _node_released,
     "hub.forward": _forward,
 }
 HUB_KINDS = frozenset(HUB_VALIDATORS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from protocol.dossier.events import BODY_VALIDATORS as DOSSIER_VALIDATORS
+from protocol.dossier.events import BODY_VALIDATORS
 from protocol.entry import GENESIS_KIND
 from protocol.errors import BodyInvalid
 from protocol.hubkinds import HUB_VALIDATORS
@@ -24,7 +24,7 @@ def _genesis(body: Mapping[str, Any]) -> None:
     """Genesis bodies are checked by the chain verifier itself (they are part of the chain)."""
 
 
-_VALIDATORS: dict[str, Validator] = {GENESIS_KIND: _genesis, **HUB_VALIDATORS, **DOSSIER_VALIDATORS}
+_VALIDATORS: dict[str, Validator] = {GENESIS_KIND: _genesis, **HUB_VALIDATORS, **BODY_VALIDATORS}
 
 
 def is_known(kind: str) -> bool:

@@ -71,7 +71,14 @@ async def test_tampered_entries_are_refused(client: TestClient, hub_dir: Path, w
         "body": raw.index(b'"n":') + 4,
         "prev": raw.index(b'"prev":"') + 9,
     }
-    raw[offset[where]] ^= 0x01  # one bit
+    if where == "body":
+        raw[offset[where]] ^= 0x01  # one bit of a digit: still a digit
+    else:  # another character of the same alphabet, so the entry keeps its shape (base64url / hex)
+        raw[offset[where]] = (
+            ord("B")
+            if where == "sig" and raw[offset[where]] != ord("B")
+            else (ord("A") if where == "sig" else (ord("1") if raw[offset[where]] != ord("1") else ord("2")))
+        )
     body = bytes(raw) + b"\n" + sim.entries[3].raw + b"\n"
     expected = {"sig": "bad_signature", "body": "bad_signature", "prev": "prev_mismatch"}[where]
     result = await _refused(sim, hub_dir, 422, expected, raw=body)

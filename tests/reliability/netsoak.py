@@ -117,9 +117,7 @@ class NetSoak:
 
     async def _branch(self, node_id: str, block: int) -> SimBranch:
         data = self.tmp / node_id
-        await init_node(
-            data, node_id=node_id, unit_code="000.00.01.H26", name=node_id, code_block=block
-        )
+        await init_node(data, node_id=node_id, unit_code="000.00.01.H26", name=node_id, code_block=block)
         node = await Node.open(load_node_config(data, {}), lookup_iterations=FAST_LOOKUP)
         async with node.store.write() as db:  # the sync client's tables (the node-side sync lands on syncint)
             for statement in SYNC_SQL.split(";"):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sqlite3
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable
@@ -169,6 +170,12 @@ async def error_middleware(
             err = InsufficientSpace("disk_full", "the hub's disk is full; nothing was stored")
         else:
             log.exception("I/O error on %s %s", request.method, request.path)
+            err = CentralError("internal", "internal error")
+    except sqlite3.Error as exc:
+        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == 13:  # SQLITE_FULL: nothing was committed
+            err = InsufficientSpace("disk_full", "the hub's disk is full; nothing was stored")
+        else:
+            log.exception("database error on %s %s", request.method, request.path)
             err = CentralError("internal", "internal error")
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)

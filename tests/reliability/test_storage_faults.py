@@ -280,3 +280,38 @@ async def test_scan_ingest_fault_sweep(tmp_path: Path, figures) -> None:  # type
     finally:
         await db.close()
     figures("D4 scan ingest fault sweep", runs=runs, failures=sum(outcomes.values()), outcomes=outcomes)
+
+
+# -- ENOSPC on the hub's database ------------------------------------------------------------------------
+
+
+async def test_hub_disk_full_refuses_with_507_and_recovers(tmp_path: Path, aiohttp_client, figures) -> None:  # type: ignore[no-untyped-def]
+    from central.app import make_app as make_hub_app
+    from tests.central.helpers import SimNode, hub_clock, hub_of, make_hub_dir
+
+    with tmpfs(tmp_path / "fs", "3m") as fs:
+        config = make_hub_dir(fs / "hub")
+        client = await aiohttp_client(make_hub_app(config, clock=hub_clock))
+        sim = SimNode(client, "CN01")
+        await sim.enroll(hub_of(client))
+        filler = fs / "filler"
+        filler.write_bytes(b"\0" * max(0, shutil.disk_usage(fs).free - 300_000))
+        held, refusals = 0, {}
+        for _ in range(500):
+            sim.notes(20)
+            status, body = await sim.push(sim.entries[held:])
+            if status == 200:
+                held = body["receipt"]["seq"]
+                continue
+            refusals[f"{status} {body['error']}"] = refusals.get(f"{status} {body['error']}", 0) + 1
+            assert (status, body["error"]) == (507, "disk_full"), body
+            if sum(refusals.values()) >= 3:
+                break
+        assert refusals, "the hub's disk never filled up"
+        assert await hub_of(client).store.entries("CN01", 1, 0, 100_000) == [
+            e.raw for e in sim.entries[:held]
+        ]
+        filler.unlink()
+        status, body = await sim.push(sim.entries[held:])
+        assert status == 200, body
+        figures("D5 hub database disk full", entries_before_full=held, refusals=refusals)

@@ -35,7 +35,7 @@ from tests.faults.proxy import FaultProxy, Faults
 from tests.node.conftest import FAST_LOOKUP, reception
 from tests.reliability.procs import ServerProc, free_port, spawn_cli, wait_serving
 
-__all__ = ["NetSoak", "SoakPlan"]
+__all__ = ["NetSoak", "SoakPlan", "open_enrolled", "open_node", "sync_client"]
 
 
 @dataclass
@@ -74,6 +74,39 @@ async def _invite(hub_dir: Path, node_id: str, url: str) -> Any:
         )
     finally:
         await hub.close()
+
+
+async def open_node(data: Path) -> Node:
+    """Open a real node's parts, plus the sync client's tables (the node-side sync lands on syncint)."""
+    node = await Node.open(load_node_config(data, {}), lookup_iterations=FAST_LOOKUP)
+    async with node.store.write() as db:
+        for statement in SYNC_SQL.split(";"):
+            if statement.strip():
+                await db.execute(statement.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"))
+    return node
+
+
+async def open_enrolled(data: Path, hub_dir: Path, hub_url: str) -> tuple[Node, PublicKey]:
+    """Open the node at ``data``; enroll its key (invite in-process, ``/v1/enroll`` over HTTP)."""
+    node = await open_node(data)
+    token = await _invite(hub_dir, node.config.node_id, hub_url)
+    request = EnrollmentRequest.make(token, node.key)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(hub_url + "/v1/enroll", data=canonical(request.to_wire())) as resp:
+            assert resp.status == 200, await resp.text()
+            enrollment = Enrollment.from_wire(decode(await resp.read()))
+    assert enrollment.epoch == 1
+    return node, enrollment.verify(token, public_key_text(node.key))
+
+
+def sync_client(node: Node, hub_key: PublicKey, base: str) -> SyncClient:
+    """The real sync client over the node's store (``SqliteLocalLog``), one connection per request."""
+    data = node.config.data_dir
+    local = SqliteLocalLog(
+        node.store, node.config.node_id, lambda sha: data / "blobs" / sha, wall=_now, data_dir=data
+    )
+    transport = HttpTransport(base, timeout=5, session=_session())
+    return SyncClient(node.config.node_id, 1, node.key, hub_key, local, transport, wall=_now)
 
 
 def _session() -> aiohttp.ClientSession:
@@ -116,30 +149,11 @@ class NetSoak:
             self.branches.append(await self._branch(f"CN{i:02d}", i))
 
     async def _branch(self, node_id: str, block: int) -> SimBranch:
+        assert self.hub is not None and self.proxy is not None
         data = self.tmp / node_id
         await init_node(data, node_id=node_id, unit_code="000.00.01.H26", name=node_id, code_block=block)
-        node = await Node.open(load_node_config(data, {}), lookup_iterations=FAST_LOOKUP)
-        async with node.store.write() as db:  # the sync client's tables (the node-side sync lands on syncint)
-            for statement in SYNC_SQL.split(";"):
-                if statement.strip():
-                    await db.execute(statement.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"))
-        assert self.hub is not None
-        token = await _invite(self.hub_dir, node_id, self.hub.url)
-        request = EnrollmentRequest.make(token, node.key)
-        async with aiohttp.ClientSession() as session:  # enrollment itself goes straight to the hub
-            async with session.post(self.hub.url + "/v1/enroll", data=canonical(request.to_wire())) as resp:
-                assert resp.status == 200, await resp.text()
-                enrollment = Enrollment.from_wire(decode(await resp.read()))
-        hub_key = enrollment.verify(token, public_key_text(node.key))
-        assert enrollment.epoch == 1
-        local = SqliteLocalLog(
-            node.store, node_id, lambda sha: data / "blobs" / sha, wall=_now, data_dir=data
-        )
-        clients = []
-        assert self.proxy is not None
-        for _ in range(2):
-            transport = HttpTransport(self.proxy.url, timeout=5, session=_session())
-            clients.append(SyncClient(node_id, 1, node.key, hub_key, local, transport, wall=_now))
+        node, hub_key = await open_enrolled(data, self.hub_dir, self.hub.url)
+        clients = [sync_client(node, hub_key, self.proxy.url) for _ in range(2)]
         return SimBranch(node_id, node, clients)
 
     async def close(self) -> None:

@@ -245,12 +245,22 @@ class Desk:
     # -- code allocation -----------------------------------------------------------------------------
 
     async def _used_max(self, day: date) -> int | None:
+        """The highest sequence of this node's block used on ``day`` in the log (every epoch, every log)."""
         prefix = f"{self.unit_code}-{day:%y%m%d}-"
-        rows = await self.store.fetchall(
-            "SELECT dossier FROM entries WHERE dossier >= ? AND dossier < ?", (prefix, prefix + "\x7f")
+        row = await self.store.fetchone(
+            "SELECT max(CAST(substr(dossier, ?) AS INTEGER)) FROM entries WHERE dossier >= ? AND dossier < ?"
+            " AND length(dossier) = ? AND CAST(substr(dossier, ?) AS INTEGER) BETWEEN ? AND ?",
+            (
+                len(prefix) + 1,
+                prefix,
+                prefix + "\x7f",
+                len(prefix) + 4,
+                len(prefix) + 1,
+                self.block.start,
+                self.block.last,
+            ),
         )
-        used = [seq for r in rows if (seq := _seq_of(str(r[0]))) is not None and seq in self.block]
-        return max(used) if used else None
+        return int(row[0]) if row is not None and row[0] is not None else None
 
     async def _max_line(self, book: str) -> int:
         row = await self.store.fetchone(
@@ -417,8 +427,3 @@ class Desk:
         return Recorded(
             code, entry.kind, entry.log, entry.epoch, entry.seq, entry.hash, status, state, due, lookup_code
         )
-
-
-def _seq_of(code: str) -> int | None:
-    tail = code[-4:]
-    return int(tail) if tail.isdigit() else None

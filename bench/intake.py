@@ -1,0 +1,175 @@
+"""Intake benchmark: 16 concurrent API clients against a real node server (``motcua-node serve``) on loopback.
+
+Every dossier is durable and signed before its 201 (WAL, ``synchronous=FULL``), with the production
+lookup-code hashing (PBKDF2, ``LOOKUP_ITERATIONS``). Prints dossiers/s and p50/p99 latency; the goal is
+p99 <= 25 ms (ratio p99/25 ms, lower is better). The ceiling measured in the same run is the rate of bare
+single-row SQLite commits on the same disk; afterwards ``motcua-node verify`` re-checks the whole log.
+
+    python -m bench.intake [--clients 16] [--dossiers 800]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from bench.report import figure
+
+CLI = [sys.executable, "-m", "node"]
+BODY = {
+    "procedure": "1.001193",
+    "applicant": {
+        "name": "Nguyễn Văn An",
+        "id_type": "cccd",
+        "id_number": "001090012345",
+        "phone": "0912345678",
+    },
+}
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def commit_ceiling(folder: Path, n: int = 300) -> float:
+    """Single-row commits per second with the node's pragmas, on the same disk."""
+    db = sqlite3.connect(folder / "ceiling.sqlite3", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t (x BLOB)")
+    payload = os.urandom(1500)
+    start = time.perf_counter()
+    for _ in range(n):
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO t VALUES (?)", (payload,))
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    db.close()
+    return n / elapsed
+
+
+async def _client(
+    session: aiohttp.ClientSession, url: str, token: str, todo: list[int], out: list[float]
+) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    while todo:
+        todo.pop()
+        start = time.perf_counter()
+        async with session.post(url, json=BODY, headers=headers) as response:
+            await response.read()
+            if response.status != 201:
+                raise RuntimeError(f"intake answered {response.status}: {await response.text()}")
+        out.append(time.perf_counter() - start)
+
+
+async def drive(port: int, token: str, clients: int, dossiers: int) -> tuple[list[float], float]:
+    url = f"http://127.0.0.1:{port}/api/v1/dossiers"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
+        warm: list[float] = []
+        await _client(session, url, token, list(range(clients)), warm)
+        todo = list(range(dossiers))
+        latencies: list[float] = []
+        start = time.perf_counter()
+        await asyncio.gather(*(_client(session, url, token, todo, latencies) for _ in range(clients)))
+        return latencies, time.perf_counter() - start
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("the node exited during startup")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the node did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--dossiers", type=int, default=800)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="motcua-bench-") as tmp:
+        folder = Path(tmp)
+        data = folder / "node"
+        subprocess.run(
+            [
+                *CLI,
+                "init",
+                "--data",
+                str(data),
+                "--node-id",
+                "BENCH",
+                "--unit-code",
+                "000.00.01.H26",
+                "--name",
+                "Bench",
+                "--code-block",
+                "0",
+                "--code-block-size",
+                "9999",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        token = subprocess.run(
+            [*CLI, "token", "create", "--data", str(data), "--name", "bench"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        ceiling = commit_ceiling(folder)
+        port = _port()
+        with (folder / "serve.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [*CLI, "serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            _wait_ready(port, proc)
+            latencies, elapsed = asyncio.run(drive(port, token, args.clients, args.dossiers))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        verify = subprocess.run([*CLI, "verify", "--data", str(data)], capture_output=True, text=True)
+        if verify.returncode != 0:
+            raise SystemExit(f"verify failed after the run: {verify.stdout}{verify.stderr}")
+        status = json.loads(
+            subprocess.run(
+                [*CLI, "status", "--data", str(data), "--json"], check=True, capture_output=True, text=True
+            ).stdout
+        )
+        assert status["dossiers"] == args.dossiers + args.clients, status
+    ms = sorted(x * 1000 for x in latencies)
+    p50 = statistics.median(ms)
+    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+    rate = len(ms) / elapsed
+    figure("sqlite_commit_ceiling", ceiling, "commits/s", 1.0, 1.0)
+    figure("intake_rate", rate, "dossiers/s", rate / ceiling, 0.1)
+    figure("intake_p50", p50, "ms", p50 / 25.0, 1.0, lower_is_better=True)
+    figure("intake_p99", p99, "ms", p99 / 25.0, 1.0, lower_is_better=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -119,6 +119,7 @@ async def test_hub_crash_100_kills(tmp_path: Path, figures) -> None:  # type: ig
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 async def test_hub_crash_soak_500_kills(tmp_path: Path, figures) -> None:  # type: ignore[no-untyped-def]
     result = await hub_crash_soak(tmp_path, kills=500, seed=11)
     figures("D2 hub crash (soak)", **result)

@@ -172,6 +172,7 @@ def test_fuzz_soak_script_runs_without_atheris(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_fuzz_soak_plain_loop(figures) -> None:  # type: ignore[no-untyped-def]
     from tests.reliability.fuzz_targets import run_plain
 

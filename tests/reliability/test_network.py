@@ -41,6 +41,7 @@ async def test_ack_loss_focus(tmp_path: Path, figures) -> None:  # type: ignore[
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(7200)
 async def test_hostile_network_soak(tmp_path: Path, figures) -> None:  # type: ignore[no-untyped-def]
     minutes = float(os.environ.get("MOTCUA_SOAK_MINUTES", "10"))
     plan = SoakPlan(seconds=minutes * 60, partition_at=minutes * 20, partition_s=min(300, minutes * 10))

@@ -224,6 +224,7 @@ async def test_random_structural_edits_are_refused(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 async def test_random_structural_edits_soak(
     sim: SimNode,
     client: TestClient,

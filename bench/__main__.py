@@ -12,7 +12,14 @@ import re
 import subprocess
 import sys
 
-MODULES = ["bench.chain", "bench.forms_and_scans", "bench.intake", "bench.hub_ingest", "bench.sync"]
+MODULES = [
+    "bench.chain",
+    "bench.forms_and_scans",
+    "bench.intake",
+    "bench.hub_ingest",
+    "bench.sync",
+    "bench.scale",
+]
 FIGURE = re.compile(r"^[a-z0-9_]+: \S+ .* ratio=\S+ goal=\S+ (ok|SHORT)$")
 
 

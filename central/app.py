@@ -25,7 +25,7 @@ def make_app(config: CentralConfig, *, clock: Callable[[], int] = now_ms) -> web
     async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
         hub = await Hub.open(config, clock)
         app[HUB] = hub
-        dossiers = Dossiers(hub.store, clock)
+        dossiers = Dossiers(hub.store, clock, busy=hub.receiver.busy)
         hub.receiver.committed.append(dossiers.committed)
         hub.mailbox.committed.append(dossiers.committed)
         app[DOSSIERS] = dossiers

@@ -135,7 +135,14 @@ class Mailbox:
 
 
 def _dossier(entry: Entry) -> str | None:
-    if entry.kind.startswith("dossier."):
-        code = entry.body.get("dossier")
-        return code if isinstance(code, str) else None
-    return None
+    """The dossier an entry is about; a ``hub.forward`` is indexed under its inner entry's dossier, so the
+    hub can tell which entries of a dossier a pickup node's mailbox already carries."""
+    body = entry.body
+    if entry.kind == "hub.forward" and isinstance(body.get("entry"), dict):
+        inner = body["entry"]
+        if isinstance(inner.get("kind"), str) and isinstance(inner.get("body"), dict):
+            body = inner["body"] if inner["kind"].startswith("dossier.") else {}
+    elif not entry.kind.startswith("dossier."):
+        return None
+    code = body.get("dossier")
+    return code if isinstance(code, str) else None

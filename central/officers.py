@@ -92,6 +92,34 @@ def _result_file(fields: dict[str, Any]) -> tuple[bytes, str, int] | None:
     return data, spec["media_type"], spec["pages"]
 
 
+async def _entries_for_pickup(hub: Hub, code: str, pickup: str) -> list[Post]:
+    """Forwards of the dossier's entries in other nodes' logs that the pickup node's mailbox lacks (its
+    reception above all), so the pickup branch can fold the dossier and hand the result back. Entries held
+    for review (quarantined and not accepted) are not forwarded."""
+    box = mailbox_log(pickup)
+    sent = set()
+    for (raw,) in await hub.store.fetchall(
+        "SELECT raw FROM entries WHERE log = ? AND kind = 'hub.forward' AND dossier = ?", (box, code)
+    ):
+        sent.add(canonical(decode(bytes(raw))["body"]["entry"]))
+    rows = await hub.store.fetchall(
+        "SELECT e.log, e.epoch, e.raw FROM entries e WHERE e.dossier = ? AND e.log NOT LIKE 'hub%' "
+        "AND e.log != ? AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.log = e.log AND "
+        "q.epoch = e.epoch AND q.seq = e.seq AND q.decision IS NOT 'accepted') "
+        "ORDER BY e.time_ms, e.time_n, e.log, e.epoch, e.seq",
+        (code, pickup),
+    )
+    posts = []
+    for log, epoch, raw in rows:
+        if bytes(raw) in sent:
+            continue
+        key = await hub.registry.key(log, epoch)
+        if key is None:  # pragma: no cover - every stored node entry has a registered key
+            continue
+        posts.append(Post(box, "hub.forward", {"entry": decode(bytes(raw)), "key": key.text}))
+    return posts
+
+
 async def order_after_dossier(hub: Hub, code: str) -> None:
     """Make the hub's next entries order after every event of the dossier the hub holds (within the
     clock's drift bound), so a decision never folds before the events it answers."""
@@ -141,6 +169,8 @@ async def record_action(
         posts.append(Post(target, "dossier.attachment", attachment, forward))
         body["result_sha256"] = manifest.sha256
     posts.append(Post(target, kind, body, forward))
+    if forward:
+        posts[:0] = await _entries_for_pickup(hub, code, routing.pickup_node)
     try:
         written = await hub.mailbox.post(posts)
     except BodyInvalid as exc:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
 from central.errors import (
@@ -105,8 +105,23 @@ class Receiver:
     hooks: list[BatchHook] = field(default_factory=list)
     committed: list[Callable[[str, int, Sequence[Entry]], None]] = field(default_factory=list)
     _locks: dict[tuple[str, int], asyncio.Lock] = field(default_factory=dict)
+    active: int = 0  # pushes being handled now (background work defers to them)
+    last_push: float = 0.0  # time.monotonic() when the last push ended
+    chunk: int = 128  # lines per chain-verification task on the signature pool
 
     async def push(self, node: NodeInfo, log: str, epoch: int, body: bytes) -> PushResult:
+        self.active += 1
+        try:
+            return await self._push(node, log, epoch, body)
+        finally:
+            self.active -= 1
+            self.last_push = time.monotonic()
+
+    def busy(self, quiet_s: float = 0.1) -> bool:
+        """Pushes are coming in: one is being handled, or one ended less than ``quiet_s`` ago."""
+        return self.active > 0 or time.monotonic() - self.last_push < quiet_s
+
+    async def _push(self, node: NodeInfo, log: str, epoch: int, body: bytes) -> PushResult:
         if log != node.node:
             raise Forbidden("cross_node", f"{node.node} may push only its own log, not {log}")
         if node.status == "revoked":
@@ -165,12 +180,46 @@ class Receiver:
     def _verify(
         self, state: ChainState, lines: list[bytes], offset: int, previous: Head | None
     ) -> tuple[list[Entry], dict[int, tuple[str, str]]]:
-        """Parse and verify the new entries (signatures on the pool, overlapping the parsing)."""
+        """Parse, chain-verify and body-validate the new entries (in the driver thread).
+
+        The run is cut into chunks of ``chunk`` lines: this thread parses and validates the bodies of one
+        chunk, hands its chain verification (links and Ed25519 signatures, which release the GIL) to the
+        signature pool, and goes on with the next chunk meanwhile. Chunk ``i + 1`` starts from the state
+        its parsed predecessor would reach; the chunks' results are taken in order, so the error raised
+        is the one a sequential verifier would name first (the first failing entry, its first check).
+        """
         new: list[Entry] = []
-        try:
-            verify_chain(state, lines, executor=self.signature_pool, parsed=new)
-        except ProtocolError as exc:
-            raise _at(exc, offset + getattr(exc, "index", 0)) from None
+        bad: dict[int, tuple[str, str]] = {}
+        futures: list[tuple[int, Future[ChainState]]] = []
+        parse_failure: tuple[int, ProtocolError] | None = None
+        start = state
+        for at in range(0, len(lines), self.chunk):
+            entries: list[Entry] = []
+            for index, line in enumerate(lines[at : at + self.chunk], start=at):
+                try:
+                    entries.append(Entry.parse(line))
+                except ProtocolError as exc:
+                    parse_failure = (index, exc)
+                    break
+            if entries:
+                futures.append((at, self.signature_pool.submit(verify_chain, start, entries)))
+                last = entries[-1]
+                start = ChainState(state.log, state.epoch, state.key, last.seq, last.hash, last.time)
+                new.extend(entries)
+                for entry in entries:
+                    try:
+                        validate_body(entry.kind, entry.body)
+                    except BodyInvalid as exc:
+                        bad[entry.seq] = (exc.code, exc.reason)
+            if parse_failure is not None:
+                break
+        for at, future in futures:
+            try:
+                future.result()
+            except ProtocolError as exc:
+                raise _at(exc, offset + at + getattr(exc, "index", 0)) from None
+        if parse_failure is not None:
+            raise _at(parse_failure[1], offset + parse_failure[0])
         if new[0].seq == 1 and new[0].epoch >= 2:
             named = new[0].body["previous"]
             want = (
@@ -180,12 +229,6 @@ class Receiver:
             )
             if named != want:
                 raise _at(BadGenesis(f"genesis must name the sealed head {want}, not {named}"), offset)
-        bad: dict[int, tuple[str, str]] = {}
-        for entry in new:
-            try:
-                validate_body(entry.kind, entry.body)
-            except BodyInvalid as exc:
-                bad[entry.seq] = (exc.code, exc.reason)
         return new, bad
 
     async def _overlap(

@@ -47,6 +47,7 @@ class Caller:
     info: NodeInfo
     epoch: int
     body: bytes
+    digest: str  # hex SHA-256 of body, checked against the signed one
 
 
 def json_response(value: object, status: int = 200) -> web.Response:
@@ -91,9 +92,10 @@ async def authenticate(request: web.Request, hub: Hub, cap: int, *, allow_revoke
     if info.status == "revoked" and not allow_revoked:
         raise Forbidden("node_revoked", f"{info.node} is revoked: {info.reason}")
     body = await read_body(request, cap)
-    if hashlib.sha256(body).hexdigest() != claims.body:
+    digest = hashlib.sha256(body).hexdigest()
+    if digest != claims.body:
         raise BadRequest("body_hash_mismatch", "the body is not the one the signature covers")
-    return Caller(info, claims.epoch, body)
+    return Caller(info, claims.epoch, body, digest)
 
 
 def _int_param(request: web.Request, name: str, default: int, high: int) -> int:
@@ -219,7 +221,7 @@ async def put_chunk(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     caller = await authenticate(request, hub, CHUNK_SIZE)
     sha, index = _blob_target(request)
-    complete = await hub.blobs.put_chunk(caller.info.node, sha, index, caller.body)
+    complete = await hub.blobs.put_chunk(caller.info.node, sha, index, caller.body, caller.digest)
     hub.metrics.blob_bytes.labels(caller.info.node).inc(len(caller.body))
     return json_response({"sha256": sha, "index": index, "complete": complete})
 

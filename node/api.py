@@ -17,6 +17,7 @@ from node import actions, dossiers
 from node.errors import DUMPS, InvalidInput
 from node.migrations import MIGRATIONS, applied
 from node.openapi import openapi
+from node.sync_service import dossier_hub, sync_banner
 from node.syncstate import sync_summary
 from node.web.keys import NODE
 from node.web.security import principal
@@ -140,6 +141,9 @@ async def get_dossier(request: web.Request) -> web.Response:
         node.store, node.config.node_id, request.match_info["code"], actor=who.actor, now=_now()
     )
     body = found.to_json()
+    async with node.store.read() as db:
+        hub = await dossier_hub(db, node.config.node_id, found.code)
+    body["hub"] = None if hub is None else hub.to_json()
     body["actions"] = [
         a.name for a in actions.available_actions(found.state.value, supervisor=who.supervisor)
     ]
@@ -171,6 +175,7 @@ async def status(request: web.Request) -> web.Response:
     async with node.store.read() as db:
         head = await node.journal.head(db)
         summary = await sync_summary(db, node.config.node_id)
+        banner = await sync_banner(db, node.config.node_id, node.config.hub_url)
     return web.json_response(
         {
             "node": node.config.node_id,
@@ -179,6 +184,7 @@ async def status(request: web.Request) -> web.Response:
             "unsent": summary.unsent,
             "last_ack": summary.last_ack_ms,
             "offline_since": None if summary.synced else summary.since_ms,
+            "sync": banner.to_json(),
         },
         dumps=DUMPS,
     )

@@ -1,9 +1,10 @@
 """The node's aiohttp application: ``make_app(config)``.
 
-Long-lived parts start in ``cleanup_ctx`` (the store, journal, desk and auth as one ``Node``), so a failed
-start unwinds what already started and shutdown closes the store after the last request. The
-middlewares, outermost first: errors (the only place errors become HTTP), then security (sessions,
-bearer tokens, CSRF, headers).
+Long-lived parts start in ``cleanup_ctx`` (the store, journal, desk and auth as one ``Node``; then the
+devices: blob sweep, hot folders, print worker), so a failed start unwinds what already started and
+shutdown closes the store after the last request. The middlewares, outermost first: errors (the only
+place errors become HTTP), then security (sessions, bearer tokens, CSRF, headers), then the device
+banner/panel context of staff pages.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp_jinja2
 import jinja2
@@ -19,8 +21,11 @@ from aiohttp import web
 from node import api
 from node.auth import Principal, Session
 from node.config import NodeConfig
+from node.devices import DEVICES, devices_ctx, devices_status
 from node.errors import error_middleware
 from node.provision import Node
+from node.sync_service import SYNC, SyncService
+from node.web import devices as devices_web
 from node.web import pages
 from node.web.format import FILTERS
 from node.web.keys import CONFIG, NODE
@@ -34,12 +39,19 @@ log = logging.getLogger("motcua.node")
 WEB_DIR = Path(__file__).resolve().parent / "web"
 
 
+async def _device_report(app: web.Application) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Printers and scanners for the sync heartbeat (node.devices.devices_status)."""
+    status = await devices_status(app)
+    return list(status.get("printers", [])), list(status.get("scanners", []))
+
+
 def make_app(
     config: NodeConfig,
     *,
     catalog: Catalog | None = None,
     calendar: Calendar | None = None,
     lookup_iterations: int | None = None,
+    print_poll: float = 5.0,
 ) -> web.Application:
     """The application for ``config``; the node opens when the app starts and closes when it stops."""
 
@@ -53,6 +65,7 @@ def make_app(
         middlewares=[
             error_middleware(pages.render_error),
             security_middleware(lambda: sessions, lambda: bearer),
+            devices_web.context_middleware,
         ],
         client_max_size=1024 * 1024,
     )
@@ -70,6 +83,25 @@ def make_app(
             await node.close()
 
     app.cleanup_ctx.append(node_ctx)
+    # scanners, printers, blob sweep: after the node is open, stopped before it closes
+    app.cleanup_ctx.append(devices_ctx(print_poll))
+
+    async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
+        # After the node and its devices: continuous sync with the hub when enrolled (node.sync_service).
+        service = await SyncService.open(app[NODE])
+        if service is not None:
+            app[SYNC] = service
+            if DEVICES in app:
+                service.add_device_probe(lambda: _device_report(app))
+            await service.start()
+            log.info("sync with %s started", service.transport.base)
+        try:
+            yield
+        finally:
+            if service is not None:
+                await service.close()
+
+    app.cleanup_ctx.append(sync_ctx)
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(WEB_DIR / "templates")),
@@ -78,6 +110,7 @@ def make_app(
     )
     env.filters.update(FILTERS)
     app.router.add_routes(api.routes)
+    app.router.add_routes(devices_web.routes)
     app.router.add_routes(pages.routes)
     app.router.add_static("/static", WEB_DIR / "static", append_version=False)
     return app

@@ -1,6 +1,7 @@
 """``motcua-node``: create, run, inspect and verify a branch node.
 
     motcua-node init   --data DIR --node-id ID --unit-code CODE --name NAME [--kind K] [--code-block N]
+                       [--hub URL --token TOKEN]
     motcua-node serve  --data DIR [--listen HOST:PORT]
     motcua-node status --data DIR [--json]
     motcua-node verify --data DIR
@@ -8,6 +9,14 @@
     motcua-node user add --data DIR --username U --role staff|supervisor [--display-name N] [--password-stdin]
     motcua-node token create --data DIR --name NAME [--role staff|supervisor]
     motcua-node token revoke --data DIR --name NAME
+    motcua-node enroll --data DIR --token TOKEN [--hub URL]
+    motcua-node sync --data DIR --once [--json]
+    motcua-node restore --hub URL --token TOKEN --data DIR [--unit-code C] [--code-block N]
+    motcua-node scanner add --data DIR --name NAME --folder PATH --desk DESK [--polling]
+    motcua-node scanner list --data DIR [--json]
+    motcua-node printer add --data DIR --name NAME (--cups-queue Q [--cups-server S] | --folder PATH)
+                            [--desk DESK]
+    motcua-node printer list --data DIR [--json]
 
 Exit codes: 0 success, 1 verification found a problem, 2 bad arguments or configuration, 3 runtime error.
 Progress and messages go to stderr; machine-readable output (exports, ``--json``, tokens) to stdout.
@@ -28,6 +37,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from node import config as config_module
+from node import sync_cli
 from node.auth import add_user, create_token
 from node.config import KINDS, NodeConfig
 from node.errors import ConfigError, InvalidInput, NodeError
@@ -59,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=KINDS, default="branch", help="site type (default: branch)")
     p.add_argument("--code-block", type=int, default=0, help="index of this node's daily block of numbers")
     p.add_argument("--code-block-size", type=int, default=1000, help="numbers per block (default 1000)")
+    p.add_argument("--hub", help="URL of the central hub (with --token: enroll now)")
+    p.add_argument("--token", help="one-time invite token from the hub administrator: enroll at init")
 
     p = sub.add_parser("serve", help="run the web UI and API")
     data(p)
@@ -89,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from the first line of stdin"
     )
 
+    sync_cli.add_parsers(sub)
+
     token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
     p = token.add_parser("create", help="create an API token (printed once)")
     data(p)
@@ -97,7 +111,37 @@ def _parser() -> argparse.ArgumentParser:
     p = token.add_parser("revoke", help="revoke an API token")
     data(p)
     p.add_argument("--name", required=True)
+    _device_parsers(sub, data)
     return parser
+
+
+def _device_parsers(sub: Any, data: Any) -> None:
+    scanner = sub.add_parser("scanner", help="scanners (hot folders)").add_subparsers(
+        dest="scanner_command", required=True
+    )
+    p = scanner.add_parser("add", help="add a scanner: its hot folder and its desk (restart serve to apply)")
+    data(p)
+    p.add_argument("--name", required=True, help="scanner name, e.g. quay-1")
+    p.add_argument("--folder", required=True, type=Path, help="hot folder (created 0770 if missing)")
+    p.add_argument("--desk", required=True, help="desk (quầy) whose open dossier its scans go to, e.g. Q1")
+    p.add_argument("--polling", action="store_true", help="poll the folder (a CIFS/NFS mount)")
+    p = scanner.add_parser("list", help="list scanners")
+    data(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    printer = sub.add_parser("printer", help="printers (CUPS queues or folders)").add_subparsers(
+        dest="printer_command", required=True
+    )
+    p = printer.add_parser("add", help="add a printer (restart serve to apply)")
+    data(p)
+    p.add_argument("--name", required=True, help="printer name, e.g. may-in-quay-1")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--cups-queue", help="CUPS queue (lp -d QUEUE)")
+    target.add_argument("--folder", type=Path, help="folder that receives one PDF per copy")
+    p.add_argument("--cups-server", default="", help="CUPS server (host:port or socket); default: local")
+    p.add_argument("--desk", help="print the receipts of this desk here")
+    p = printer.add_parser("list", help="list printers")
+    data(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _load(args: argparse.Namespace) -> NodeConfig:
@@ -111,6 +155,8 @@ async def _open_store(config: NodeConfig) -> Store:
 
 
 async def _init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.token:
+        return await sync_cli.init_from_hub(args, out, err)
     config = await init_node(
         args.data,
         node_id=args.node_id,
@@ -119,6 +165,7 @@ async def _init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         kind=args.kind,
         code_block=args.code_block,
         code_block_size=args.code_block_size,
+        extra={"hub_url": args.hub} if args.hub else None,
     )
     key_text = public_key_text(load_private_key(config.key_path))
     block = config.code_block
@@ -281,8 +328,49 @@ async def _token(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _devices(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from node import device_admin
+
+    if args.command == "scanner" and args.scanner_command == "add":
+        config, created = device_admin.add_scanner(
+            args.data, name=args.name, folder=args.folder, desk=args.desk, polling=args.polling
+        )
+        made = " (đã tạo thư mục, quyền 0770)" if created else ""
+        folder = config.scanners[-1].folder
+        err.write(f"Đã thêm máy quét {args.name}: thư mục {folder}{made}, quầy {args.desk}.\n")
+        err.write("Khởi động lại dịch vụ motcua-node để áp dụng.\n")
+        return EXIT_OK
+    if args.command == "printer" and args.printer_command == "add":
+        config, created = device_admin.add_printer(
+            args.data, name=args.name, cups_queue=args.cups_queue, folder=args.folder,
+            cups_server=args.cups_server, desk=args.desk,
+        )  # fmt: skip
+        made = " (đã tạo thư mục, quyền 0770)" if created else ""
+        err.write(f"Đã thêm máy in {args.name}{made}. Khởi động lại dịch vụ motcua-node để áp dụng.\n")
+        return EXIT_OK
+    config = config_module.load(args.data, {})
+    if args.command == "scanner":
+        rows = [device_admin.describe_scanner(s) for s in config.scanners]
+    else:
+        desks = dict(config.receipt_printers)
+        rows = [
+            device_admin.describe_printer(p, sorted(d for d, name in desks.items() if name == p.name))
+            for p in config.printers
+        ]
+    if args.json:
+        out.write(json.dumps(rows, ensure_ascii=False) + "\n")
+        return EXIT_OK
+    if not rows:
+        err.write(f"Chưa có {'máy quét' if args.command == 'scanner' else 'máy in'} nào.\n")
+    for row in rows:
+        out.write("\t".join(f"{k}={v}" for k, v in row.items()) + "\n")
+    return EXIT_OK
+
+
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     command = args.command
+    if command in ("scanner", "printer"):
+        return _devices(args, out, err)
     if command == "serve":
         return _serve(args, err)
     if command == "init":
@@ -293,6 +381,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return asyncio.run(_verify(args, out, err))
     if command == "log":
         return asyncio.run(_export(args, out))
+    if command in ("enroll", "sync", "restore"):
+        return asyncio.run(sync_cli.run(args, out, err))
     if command == "user":
         return asyncio.run(_user_add(args, err))
     return asyncio.run(_token(args, out, err))

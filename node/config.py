@@ -19,7 +19,11 @@ from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from node.device_config import TABLES, check_devices, dump_tables, parse_printer, parse_receipt_printers
+from node.device_config import parse_scanner as _parse_scanner
 from node.errors import ConfigError
+from node.hotfolder import ScannerConfig
+from node.printing import PrinterConfig
 from protocol.dossier.codes import CodeBlock
 from protocol.entry import NODE_ID_RE
 
@@ -81,6 +85,36 @@ class NodeConfig:
     low_disk_mb: int = _f(512, "Refuse new scans and warn when free disk space falls below this (MiB).")
     due_soon_hours: int = _f(24, "The 'Hôm nay' page lists dossiers due within this many hours as due soon.")
     log_level: str = _f("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
+    sync_interval_seconds: int = _f(
+        30, "Seconds between sync rounds when nothing new was recorded (a new entry syncs at once)."
+    )
+    sync_max_backoff_seconds: int = _f(
+        300, "Longest wait between sync attempts while the hub is unreachable (backoff with jitter)."
+    )
+    # -- devices and printed forms (tables [[scanner]], [[printer]], [receipt_printers]) --------------
+    scanners: tuple[ScannerConfig, ...] = _f(
+        (), "Scanners: one [[scanner]] table each (name, folder, desk, polling); 'motcua-node scanner add'."
+    )
+    printers: tuple[PrinterConfig, ...] = _f(
+        (), "Printers: one [[printer]] table each (name, queue = CUPS queue, or folder); 'printer add'."
+    )
+    receipt_printer: str | None = _f(
+        None, "Printer (name) for receipts and forms when the desk has none; empty = the first printer."
+    )
+    receipt_printers: tuple[tuple[str, str], ...] = _f(
+        (), "[receipt_printers] table: desk = printer name, the receipt printer of each desk."
+    )
+    scan_session_minutes: int = _f(
+        30, "A desk's open dossier ('Quét vào hồ sơ này') closes after this many minutes without a scan."
+    )
+    agency: str = _f("", "Parent agency printed on forms, e.g. 'UBND QUẬN TÂY HỒ'; empty = the name.")
+    reception_unit: str = _f("BỘ PHẬN TIẾP NHẬN VÀ TRẢ KẾT QUẢ", "Receiving unit printed on forms.")
+    place: str = _f("Hà Nội", "Place name of the date line on forms ('Tây Hồ, ngày ... tháng ...').")
+    hotline: str = _f("", "Support phone number printed on receipts; empty = none.")
+    tracking_url: str = _f(
+        "https://dichvucong.hanoi.gov.vn",
+        "Public page where applicants track a dossier; the receipt's QR links here (code + lookup code).",
+    )
 
     @property
     def code_block(self) -> CodeBlock:
@@ -106,7 +140,8 @@ class NodeConfig:
 
 
 FIELDS = {f.name: f for f in fields(NodeConfig)}
-_FILE_KEYS = set(FIELDS) - {"data_dir"}
+_TABLE_FIELDS = set(TABLES.values())
+_FILE_KEYS = set(FIELDS) - {"data_dir"} - _TABLE_FIELDS
 
 
 def help_text() -> dict[str, str]:
@@ -174,29 +209,68 @@ def validate(config: NodeConfig) -> None:
         ("login_window_minutes", 1, 24 * 60),
         ("low_disk_mb", 0, 10**7),
         ("due_soon_hours", 1, 24 * 30),
+        ("sync_interval_seconds", 1, 3600),
+        ("sync_max_backoff_seconds", 1, 3600),
     ):
         value = getattr(config, key)
         if not low <= value <= high:
             raise bad(key, f"phải từ {low} đến {high}, không phải {value}")
     if config.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise bad("log_level", "phải là DEBUG, INFO, WARNING hoặc ERROR")
+    _validate_forms_and_devices(config, bad)
+
+
+def _validate_forms_and_devices(config: NodeConfig, bad: Any) -> None:
+    if not 1 <= config.scan_session_minutes <= 24 * 60:
+        raise bad("scan_session_minutes", f"phải từ 1 đến 1440, không phải {config.scan_session_minutes}")
+    for key in ("agency", "reception_unit", "place", "hotline"):
+        value = getattr(config, key)
+        if len(value) > 200 or any(ord(c) < 32 for c in value):
+            raise bad(key, "tối đa 200 ký tự, không chứa ký tự điều khiển")
+    if not config.reception_unit.strip() or not config.place.strip():
+        raise bad("reception_unit" if not config.reception_unit.strip() else "place", "không được để trống")
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", config.tracking_url):
+        raise bad("tracking_url", f"{config.tracking_url!r} phải là URL http(s)://… (không có ?, #)")
+    check_devices(
+        config.scanners, config.printers, config.receipt_printer, config.receipt_printers, config.data_dir
+    )
 
 
 def build(values: Mapping[str, object], data_dir: Path) -> NodeConfig:
     """A validated config from already-typed values (used by ``init`` and tests)."""
-    unknown = set(values) - _FILE_KEYS
+    unknown = set(values) - _FILE_KEYS - set(TABLES)
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: khóa cấu hình không tồn tại")
     missing = [n for n in ("node_id", "unit_code", "name") if n not in values]
     if missing:
         raise ConfigError(f"{missing[0]}: thiếu khóa cấu hình bắt buộc")
+    tables = {TABLES[key]: values[key] for key in TABLES if key in values}
+    values = {key: value for key, value in values.items() if key not in TABLES}
     typed = {name: _coerce(name, value, from_env=False) for name, value in values.items()}
+    typed.update(_parse_tables(tables))
     try:
         config = NodeConfig(data_dir=data_dir, **typed)  # type: ignore[arg-type]
     except TypeError as exc:  # pragma: no cover - guarded above
         raise ConfigError(str(exc)) from None
     validate(config)
     return config
+
+
+def _parse_tables(tables: Mapping[str, object]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for field_name, raw in tables.items():
+        if field_name == "receipt_printers":
+            out[field_name] = parse_receipt_printers(raw)
+            continue
+        key = "scanner" if field_name == "scanners" else "printer"
+        if isinstance(raw, tuple) and all(isinstance(v, ScannerConfig | PrinterConfig) for v in raw):
+            out[field_name] = raw  # already typed (replace() of a loaded config, tests)
+            continue
+        if not isinstance(raw, list):
+            raise ConfigError(f"{key}: phải là danh sách bảng [[{key}]]")
+        parse = _parse_scanner if key == "scanner" else parse_printer
+        out[field_name] = tuple(parse(item, i) for i, item in enumerate(raw))
+    return out
 
 
 def load(data_dir: str | Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
@@ -211,12 +285,16 @@ def load(data_dir: str | Path, environ: Mapping[str, str] | None = None) -> Node
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: không đọc được TOML: {exc}") from None
     for key, value in values.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key not in TABLES:
             raise ConfigError(f"[{key}]: mục cấu hình không tồn tại")
     for name, raw in (environ or {}).items():
         if not name.startswith(ENV_PREFIX):
             continue
         key = name[len(ENV_PREFIX) :].lower()
+        if key in _TABLE_FIELDS:
+            raise ConfigError(
+                f"{name}: máy quét/máy in chỉ cấu hình trong {CONFIG_FILE}, không qua biến môi trường"
+            )
         if key not in _FILE_KEYS:
             raise ConfigError(f"{name}: biến môi trường không tương ứng khóa cấu hình nào")
         values[key] = _coerce(key, raw, from_env=True)
@@ -236,9 +314,9 @@ def dump(config: NodeConfig) -> str:
     """The TOML text of a config (every field, with its help as a comment; ``hub_url`` omitted if unset)."""
     lines = ["# motcua node configuration. Environment variables MOTCUA_NODE_<KEY> override these.", ""]
     for f in dataclasses.fields(config):
-        if f.name == "data_dir":
+        if f.name == "data_dir" or f.name in _TABLE_FIELDS:
             continue
         value = getattr(config, f.name)
         lines.append(f"# {f.metadata['help']}")
         lines.append(f"{f.name} = {_toml_value(value)}" if value is not None else f"# {f.name} = ")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + dump_tables(config.scanners, config.printers, config.receipt_printers)

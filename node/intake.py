@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 
@@ -44,10 +44,18 @@ from protocol.dossier.codes import (
 )
 from protocol.dossier.model import Applicant, DocumentItem, ProcedureRef, RegisterLine
 from protocol.encoding import canonical, nfc
-from protocol.entry import Entry
+from protocol.entry import NODE_ID_RE, Entry
 from protocol.errors import BodyInvalid, CalendarNotCovered, CodeBlockExhausted, UnknownProcedure
 
-__all__ = ["INTAKE_SQL", "Desk", "DuePreview", "Recorded", "idempotent_result", "remember"]
+__all__ = [
+    "INTAKE_SQL",
+    "Desk",
+    "DuePreview",
+    "ReceiptHook",
+    "Recorded",
+    "idempotent_result",
+    "remember",
+]
 
 INTAKE_SQL = """
 CREATE TABLE idempotency (
@@ -157,6 +165,19 @@ class _Reservations:
     lines: dict[str, set[int]] = field(default_factory=dict)
 
 
+class ReceiptHook(Protocol):
+    """Prints the receipt of a new dossier (``node.receipts.Receipts``): render and stage before the
+    transaction, register and queue inside it, wake the printer after it."""
+
+    async def prepare(
+        self, body: Mapping[str, Any], lookup: str, procedure: Procedure, actor: str, desk: str | None
+    ) -> Any | None: ...
+
+    async def commit(self, db: aiosqlite.Connection, prepared: Any) -> Any: ...
+
+    def committed(self, prepared: Any) -> None: ...
+
+
 @dataclass(slots=True)
 class Desk:
     """The reception desk of one node: reads input, allocates codes, appends reception events."""
@@ -169,6 +190,7 @@ class Desk:
     block: CodeBlock
     lookup_iterations: int | None = None
     wall: Any = field(default=lambda: time.time_ns() // 1_000_000)
+    receipts: ReceiptHook | None = None
     _reserved: _Reservations = field(default_factory=_Reservations)
 
     # -- reading input -----------------------------------------------------------------------------
@@ -223,6 +245,16 @@ class Desk:
             pages = reader.integer("pages", "số trang của bản chính", 1, 10_000)
             return procedure.fee.amount_for(pages=pages, copies=copies) if pages else 0
         return procedure.fee.amount_for(copies=copies)
+
+    def pickup(self, reader: InputReader) -> str:
+        """Where the result is handed back: this node unless another branch is named (boundary-free)."""
+        value = reader.text("pickup", "nơi trả kết quả", required=False, max_len=32)
+        if value is None:
+            return self.journal.node_id
+        value = value.strip().upper()
+        if not NODE_ID_RE.fullmatch(value):
+            reader.fail("pickup", "Mã nơi trả kết quả không hợp lệ (ví dụ CN02).")
+        return value
 
     # -- due date ------------------------------------------------------------------------------------
 
@@ -294,9 +326,14 @@ class Desk:
     # -- actions -------------------------------------------------------------------------------------
 
     async def receive(
-        self, data: Mapping[str, Any], *, actor: str, idempotency_key: str | None = None
+        self,
+        data: Mapping[str, Any],
+        *,
+        actor: str,
+        idempotency_key: str | None = None,
+        desk: str | None = None,
     ) -> Recorded:
-        """Validate, allocate, append ``dossier.received``; return after commit."""
+        """Validate, allocate, append ``dossier.received`` (and queue its receipt); return after commit."""
         print_ = fingerprint("dossier.received", None, data)
         replay = await self._replay(idempotency_key, print_)
         if replay is not None:
@@ -310,6 +347,7 @@ class Desk:
         fee = self.fee(reader, procedure)
         channel = reader.integer("channel", "kênh tiếp nhận", 1, 3, default=1)
         note = reader.text("note", "ghi chú", required=False, max_len=2000, multiline=True)
+        pickup = self.pickup(reader)
         reader.check()
         assert procedure is not None and applicant is not None and channel is not None
         due = self._due(procedure, now)
@@ -331,13 +369,16 @@ class Desk:
                 procedure=ProcedureRef(procedure.code, procedure.version),
                 documents=documents,
                 channel=channel,
-                pickup=self.journal.node_id,
+                pickup=pickup,
                 fee=fee,
                 received_at=now,
                 due_at=due,
                 register=RegisterLine(book, line),
                 lookup=lookup_hash,
                 note=note,
+            )
+            receipt = (
+                await self.receipts.prepare(body, lookup, procedure, actor, desk) if self.receipts else None
             )
             async with self.store.write() as db:
                 replay_row = await idempotent_result(db, idempotency_key, print_)
@@ -346,7 +387,11 @@ class Desk:
                 entry = await self.journal.append(db, "dossier.received", body, actor=actor)
                 await db.execute("INSERT INTO lookup_codes VALUES (?,?,?)", (str(code), lookup, now))
                 await remember(db, idempotency_key, print_, actor, entry, str(code), now)
+                if receipt is not None and self.receipts is not None:
+                    await self.receipts.commit(db, receipt)
                 result = await self._recorded(db, entry, str(code), lookup_code=format_lookup_code(lookup))
+            if receipt is not None and self.receipts is not None:
+                self.receipts.committed(receipt)
         except BodyInvalid as exc:
             raise InvalidInput({exc.field or "body": exc.reason}) from None
         finally:

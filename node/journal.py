@@ -20,6 +20,7 @@ import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node.errors import InvalidInput, JournalError
+from node.syncgate import AppendBlocked, clock_for_append, read_gate
 from protocol import kinds
 from protocol.chain import ChainState, verify_next
 from protocol.dossier.events import DOSSIER_KINDS
@@ -118,6 +119,8 @@ class Journal:
     key: Ed25519PrivateKey
     project: Projector | None = None
     wall: Wall = _wall_ms
+    #: entries appended by this process (committed or not): the sync service compares it after commits
+    appended: int = 0
 
     @property
     def public_key(self) -> PublicKey:
@@ -212,8 +215,11 @@ class Journal:
         if row is None:
             raise JournalError(detail=f"log {self.node_id} epoch {self.epoch} has no genesis")
         seq, prev, last = int(row[0]), str(row[1]), (int(row[2]), int(row[3]))
+        block, observed = await read_gate(db)
+        if block:
+            raise AppendBlocked(block)
         wall = self.wall()
-        stamp = HybridClock(last=last).now(wall)
+        stamp = clock_for_append(last, observed, wall).now(wall)
         try:
             entry = sign_entry(
                 self.key,
@@ -230,6 +236,7 @@ class Journal:
         await insert_entry(db, entry, recorded_at=wall)
         if self.project is not None:
             await self.project(db, entry)
+        self.appended += 1
         return entry
 
     async def entries_after(

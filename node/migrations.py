@@ -1,7 +1,8 @@
 """Schema migrations: named steps applied once, in order, each in its own transaction.
 
 Each domain module owns its SQL (``journal.JOURNAL_SQL``, ``projection.PROJECTION_SQL``,
-``auth.AUTH_SQL``, ``intake.INTAKE_SQL``); this module lists the steps. A step, once released, never
+``auth.AUTH_SQL``, ``intake.INTAKE_SQL``, ``blobs.BLOBS_SQL``, ``scan_inbox.SCANS_SQL``,
+``printing.PRINT_SQL``, ``scan_attach.DESKS_SQL``); this module lists the steps. A step, once released, never
 changes: add a new step instead. Applied steps are recorded in ``schema_migrations``.
 """
 
@@ -14,10 +15,16 @@ from collections.abc import Sequence
 import aiosqlite
 
 from node.auth import AUTH_SQL
+from node.blobs import BLOBS_SQL
 from node.dossiers import ACCESS_SQL
+from node.hublink import HUB_LINK_SQL
 from node.intake import INTAKE_SQL
 from node.journal import JOURNAL_SQL
+from node.printing import PRINT_SQL
 from node.projection import PROJECTION_SQL
+from node.scan_attach import DESKS_SQL
+from node.scan_inbox import SCANS_SQL
+from node.sync_client import SYNC_SQL as SYNC_CLIENT_SQL
 from node.syncstate import SYNC_SQL
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "apply_migrations", "split_sql"]
@@ -26,6 +33,13 @@ Migration = tuple[str, str]
 
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_core", JOURNAL_SQL + PROJECTION_SQL + AUTH_SQL + INTAKE_SQL + SYNC_SQL + ACCESS_SQL),
+    # devices: blob store, then the scans that point at blobs, then print jobs, then desks
+    ("0002_blobs", BLOBS_SQL),
+    ("0003_scans", SCANS_SQL),
+    ("0004_print", PRINT_SQL),
+    ("0005_desks", DESKS_SQL),
+    # sync with the hub: receipts, sync state, blobs the hub holds, the enrollment (hub link)
+    ("0006_sync", SYNC_CLIENT_SQL + HUB_LINK_SQL),
 )
 
 _LEDGER = """

@@ -124,6 +124,10 @@ def _schemas() -> dict[str, Any]:
                 "pages": {"type": "integer", "description": "pages of the original (per-page fees)"},
                 "copies": {"type": "integer", "default": 1},
                 "note": {"type": "string"},
+                "pickup": {
+                    "type": "string",
+                    "description": "node id of the branch that hands the result back (default: this node)",
+                },
             },
         },
         "Recorded": {

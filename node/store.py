@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -73,6 +73,8 @@ class Store:
         self._lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
         self._closed = False
+        #: called (synchronously, cheaply) after every committed write transaction, e.g. to wake sync
+        self.on_commit: list[Callable[[], None]] = []
 
     @classmethod
     async def open(cls, path: str | Path, *, migrate: bool = True) -> Store:
@@ -134,6 +136,8 @@ class Store:
                 if mapped is exc:
                     raise
                 raise mapped from exc
+        for hook in tuple(self.on_commit):
+            hook()
 
     async def _rollback(self) -> None:
         db = self._writer

@@ -17,9 +17,11 @@ Requests are signed (protocol.auth) with the node key; timestamps use the hub's 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,6 +29,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from protocol import (
+    BlobMismatch,
     BlobNeed,
     ChainState,
     Entry,
@@ -40,11 +43,11 @@ from protocol import (
     PublicKey,
     PushResult,
     Receipt,
-    b64url_decode,
     body_digest,
     canonical,
     decode,
     mailbox_log,
+    open_forward,
     sign_request,
     verify_chain,
 )
@@ -84,7 +87,9 @@ CREATE TABLE sync_blobs (
 ) STRICT;
 """
 
-BATCH = 500
+BATCH = 1000  # entries per push (the hub allows 2000 by default)
+BATCH_BYTES = 4 << 20  # bytes per push (the hub allows 8 MiB by default)
+PUSH_DEPTH = 2  # pushes in flight
 PAGE = 1000
 
 
@@ -176,10 +181,15 @@ class SyncClient:
     wall: Callable[[], int] = lambda: time.time_ns() // 1_000_000
     progress: Callable[[str, int, int], None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    batch_entries: int = BATCH
+    batch_bytes: int = BATCH_BYTES
+    push_depth: int = PUSH_DEPTH
 
     # -- requests ----------------------------------------------------------------------------------
 
-    async def call(self, method: str, target: str, body: bytes = b"") -> bytes:
+    async def call(self, method: str, target: str, body: bytes = b"", *, digest: str | None = None) -> bytes:
+        """One signed request; ``digest``: the body's hex SHA-256 when the caller already has it."""
+        body_sha256 = body_digest(body) if digest is None else digest
         for attempt in (0, 1):
             headers = sign_request(
                 self.key,
@@ -188,7 +198,7 @@ class SyncClient:
                 method=method,
                 target=target,
                 time_ms=self.wall() + self.offset_ms,
-                body_sha256=body_digest(body),
+                body_sha256=body_sha256,
             )
             status, payload = await self.transport.request(method, target, body, headers)
             if status < 300:
@@ -239,6 +249,14 @@ class SyncClient:
         return report
 
     async def _push(self, held: LogHead, report: SyncReport) -> LogHead:
+        """Push the entries after ``held`` in batches, ``push_depth`` requests in flight.
+
+        Batches are cut at ``batch_entries`` entries and ``batch_bytes`` bytes (the hub's defaults allow
+        2000 and 8 MiB; on 413 the batch is halved). While the hub verifies and commits one batch the
+        next is already on the wire, so neither side waits for the other's round trip. Receipts are
+        checked and stored in order; on ``seq_gap`` the batches in flight are dropped and the push
+        resumes from the head the hub returned.
+        """
         local = await self.local.own_head(self.epoch)
         await self._show_overlap(held, local)
         if local.seq < held.seq:
@@ -248,35 +266,75 @@ class SyncClient:
                 "restore this node from the hub (motcua-node restore)",
                 retryable=False,
             )
-        after = held.seq
+        if held.seq and held.head is not None:  # same length is not enough: the same history?
+            mine = await self.local.own_entries_after(self.epoch, held.seq - 1, 1)
+            if mine and Entry.parse(mine[0]).hash != held.head:
+                raise SyncError(
+                    "diverged",
+                    f"the hub's entry {self.node}/{self.epoch}:{held.seq} differs from this node's: "
+                    "two histories (an old backup or a copied disk was used)",
+                    retryable=False,
+                )
+        target = f"/v1/sync/logs/{self.node}/{self.epoch}"
+        after = held.seq  # acknowledged by a receipt
+        sent = after  # sent, perhaps not acknowledged yet
         total = local.seq - after
-        while after < local.seq:
-            batch = await self.local.own_entries_after(self.epoch, after, BATCH)
-            if not batch:
-                break
-            body = b"".join(raw + b"\n" for raw in batch)
-            try:
-                payload = await self.call("POST", f"/v1/sync/logs/{self.node}/{self.epoch}", body)
-            except SyncError as exc:
-                if exc.code == "seq_gap" and exc.reply is not None and exc.reply.head is not None:
-                    after = exc.reply.head.seq  # resend from the hub's head
-                    continue
-                raise
-            result = PushResult.from_wire(decode(payload, max_bytes=None))
-            receipt = result.receipt
-            if receipt is None:
-                raise SyncError("bad_reply", "push answered without a receipt", retryable=True)
-            receipt.verify(self.hub_key)
-            if (receipt.log, receipt.epoch) != (self.node, self.epoch) or receipt.seq < after:
-                raise SyncError("bad_reply", "receipt for another position", retryable=True)
-            await self.local.store_receipt(receipt)
-            report.receipt = receipt
-            report.pushed += result.accepted
-            report.duplicates += result.duplicates
-            report.quarantined.extend(result.quarantined)
-            after = receipt.seq
-            if self.progress is not None:
-                self.progress("push", after - held.seq, total)
+        inflight: deque[tuple[asyncio.Task[bytes], int]] = deque()
+        pending: list[bytes] = []  # read from the log, not sent yet (entries after ``sent``)
+        try:
+            while after < local.seq:
+                while len(inflight) < self.push_depth and sent < local.seq:
+                    if not pending:
+                        pending = await self.local.own_entries_after(self.epoch, sent, PAGE)
+                        if not pending:
+                            break
+                    count, size = 0, 0
+                    for raw in pending[: self.batch_entries]:
+                        if count and size + len(raw) + 1 > self.batch_bytes:
+                            break
+                        count, size = count + 1, size + len(raw) + 1
+                    body = b"".join(raw + b"\n" for raw in pending[:count])
+                    del pending[:count]
+                    task = asyncio.create_task(self.call("POST", target, body))
+                    sent += count
+                    inflight.append((task, sent))
+                if not inflight:
+                    break
+                task, last = inflight.popleft()
+                try:
+                    payload = await task
+                except SyncError as exc:
+                    await _cancel(inflight)
+                    pending = []
+                    if exc.code == "seq_gap" and exc.reply is not None and exc.reply.head is not None:
+                        after = sent = exc.reply.head.seq  # resend from the hub's head
+                        continue
+                    if exc.status == 413 and self.batch_entries > 1:
+                        self.batch_entries = max(1, min(self.batch_entries, last - after) // 2)
+                        self.batch_bytes = max(1, self.batch_bytes // 2)
+                        sent = after
+                        continue
+                    raise
+                result = PushResult.from_wire(decode(payload, max_bytes=None))
+                receipt = result.receipt
+                if receipt is None:
+                    raise SyncError("bad_reply", "push answered without a receipt", retryable=True)
+                receipt.verify(self.hub_key)
+                if (receipt.log, receipt.epoch) != (self.node, self.epoch) or receipt.seq < after:
+                    raise SyncError("bad_reply", "receipt for another position", retryable=True)
+                await self.local.store_receipt(receipt)
+                report.receipt = receipt
+                report.pushed += result.accepted
+                report.duplicates += result.duplicates
+                report.quarantined.extend(result.quarantined)
+                after = receipt.seq
+                if after > sent:  # the hub held more than was sent: skip ahead
+                    await _cancel(inflight)
+                    sent, pending = after, []
+                if self.progress is not None:
+                    self.progress("push", after - held.seq, total)
+        finally:
+            await _cancel(inflight)
         return LogHead(self.node, self.epoch, after, None)
 
     async def _show_overlap(self, held: LogHead, local: Head) -> None:
@@ -340,16 +398,12 @@ class SyncClient:
                 self.progress(box.log, entries[-1].seq, box.seq)
 
     def _check_forward(self, entry: Entry) -> None:
-        """A forwarded decision must itself be a hub mailbox entry signed by the hub key."""
+        """A forwarded entry must be signed by the hub key (a hub mailbox entry) or by the node key the
+        hub names in the forward (a node's entry, e.g. the reception of a dossier handed back here)."""
         try:
-            inner = Entry.parse(canonical(entry.body["entry"]))
-            signature = b64url_decode(inner.sig, length=64)
-        except (ProtocolError, ValueError, KeyError) as exc:
-            raise SyncError("bad_forward", f"{entry.position}: {exc}", retryable=False) from None
-        if not inner.log.startswith("hub.") or not self.hub_key.verify(signature, inner.signable()):
-            raise SyncError(
-                "bad_forward", f"{entry.position} forwards an entry the hub did not sign", retryable=False
-            )
+            open_forward(entry.body, self.hub_key)
+        except ProtocolError as exc:
+            raise SyncError("bad_forward", f"{entry.position}: {exc.reason}", retryable=False) from None
 
     async def _blobs(self, held: LogHead) -> int:
         manifests = await self.local.pending_blobs(held.seq, self.epoch)
@@ -363,21 +417,73 @@ class SyncClient:
                 max_bytes=None,
             )
             needs = {n.sha256: n for n in (BlobNeed.from_wire(v) for v in answer["blobs"])}
-            for manifest in group:
-                need = needs.get(manifest.sha256)
-                if need is None or need.state == "unknown":
-                    continue
-                for index in need.missing:
-                    chunk = await self.local.read_chunk(manifest, index)
-                    manifest.check_chunk(index, chunk)
-                    reply = decode(await self.call("PUT", f"/v1/sync/blobs/{manifest.sha256}/{index}", chunk))
-                    sent += 1
-                    if self.progress is not None:
-                        self.progress("blobs", sent, sum(len(n.missing) for n in needs.values()))
-                    if reply.get("complete"):
-                        break
-                await self.local.blob_done(manifest.sha256)
+            work = [
+                (m, needs[m.sha256].missing)
+                for m in group
+                if m.sha256 in needs and needs[m.sha256].state != "unknown"
+            ]
+            sent += await self._upload(work, sent, sent + sum(len(missing) for _, missing in work))
         return sent
+
+    async def _upload(self, work: list[tuple[Manifest, tuple[int, ...]]], sent: int, todo: int) -> int:
+        """Upload the missing chunks one request at a time (an interruption costs one chunk), and
+        record each blob the hub now holds whole.
+
+        Around that single request the rest overlaps: the next chunk is read and hashed (once: the hash
+        is checked against the manifest and signed as the body digest) while this one is on the wire,
+        and a finished blob is recorded locally while the next chunk uploads."""
+        queue = [(m, i) for m, missing in work for i in missing]
+        loads: dict[int, asyncio.Task[tuple[bytes, str]]] = {}
+        recording: asyncio.Task[None] | None = None
+
+        def load(at: int) -> None:
+            if at < len(queue) and at not in loads:
+                loads[at] = asyncio.create_task(self._load_chunk(*queue[at]))
+
+        async def record(sha256: str) -> None:
+            nonlocal recording
+            if recording is not None:
+                await recording
+            recording = asyncio.create_task(self.local.blob_done(sha256))
+
+        uploaded = 0
+        pos = 0
+        try:
+            while pos < len(queue):
+                manifest, index = queue[pos]
+                load(pos)
+                load(pos + 1)
+                chunk, digest = await loads.pop(pos)
+                target = f"/v1/sync/blobs/{manifest.sha256}/{index}"
+                reply = decode(await self.call("PUT", target, chunk, digest=digest))
+                uploaded += 1
+                pos += 1
+                if self.progress is not None:
+                    self.progress("blobs", sent + uploaded, todo)
+                if reply.get("complete"):  # the hub holds it whole: skip the rest of this blob
+                    while pos < len(queue) and queue[pos][0] is manifest:
+                        await _drop(loads.pop(pos, None))
+                        pos += 1
+                if pos == len(queue) or queue[pos][0] is not manifest:
+                    await record(manifest.sha256)
+            for manifest, missing in work:
+                if not missing:  # complete at the hub already
+                    await record(manifest.sha256)
+            if recording is not None:
+                await recording
+        finally:
+            for task in loads.values():
+                await _drop(task)
+            if recording is not None:
+                await asyncio.gather(recording, return_exceptions=True)  # a started local write finishes
+        return uploaded
+
+    async def _load_chunk(self, manifest: Manifest, index: int) -> tuple[bytes, str]:
+        """Chunk ``index`` of a local blob and its SHA-256, checked against the manifest."""
+        chunk = await self.local.read_chunk(manifest, index)
+        digest = await asyncio.to_thread(_sha256_hex, chunk)
+        _check_chunk(manifest, index, chunk, digest)
+        return chunk, digest
 
     # -- scheduling --------------------------------------------------------------------------------
 
@@ -415,10 +521,38 @@ class SyncClient:
             if sleep is not None:
                 await sleep(delay)
                 continue
+            if failures:  # back off: new entries do not cut the wait short while the hub is failing
+                await asyncio.sleep(delay)
+                continue
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=delay)
             except TimeoutError:
                 pass
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_chunk(manifest: Manifest, index: int, chunk: bytes, digest: str) -> None:
+    """``Manifest.check_chunk`` with the chunk's SHA-256 already computed."""
+    if len(chunk) != manifest.chunk_length(index) or digest != manifest.chunks[index]:
+        raise BlobMismatch(f"chunk {index} of {manifest.sha256[:12]} does not match its manifest")
+
+
+async def _drop(task: asyncio.Task[Any] | None) -> None:
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _cancel(inflight: deque[tuple[asyncio.Task[bytes], int]]) -> None:
+    """Cancel the requests still in flight and wait for them (their errors do not matter any more)."""
+    tasks = [task for task, _ in inflight]
+    inflight.clear()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _reply(payload: bytes) -> ErrorReply | None:

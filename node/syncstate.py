@@ -66,7 +66,9 @@ async def record_receipt(db: aiosqlite.Connection, receipt: Receipt, received_at
 async def sync_summary(db: aiosqlite.Connection, log: str) -> SyncSummary:
     async with db.execute(
         "SELECT count(*), min(e.recorded_at) FROM entries e LEFT JOIN hub_receipts r"
-        " ON r.log = e.log AND r.epoch = e.epoch WHERE e.log = ? AND e.seq > coalesce(r.seq, 0)",
+        " ON r.log = e.log AND r.epoch = e.epoch WHERE e.log = ? AND e.seq > coalesce(r.seq, 0)"
+        # a sealed epoch (restored from the hub, or re-provisioned) can never be sent again
+        " AND e.epoch NOT IN (SELECT epoch FROM epochs WHERE sealed_seq IS NOT NULL)",
         (log,),
     ) as cursor:
         row = await cursor.fetchone()

@@ -1,7 +1,8 @@
 """``motcua-node verify``: the whole local log, then the projections against a refold of it.
 
 1. Every epoch of this node's log is verified from genesis as the hub would (canonical bytes, seq,
-   prev, time, signature by that epoch's key, genesis) and every local body is validated.
+   prev, time, signature by that epoch's key, genesis) and every local body is validated; what was
+   pulled from the hub is verified under the pinned hub key (node.mailbox_apply.verify_hub_logs).
 2. The projection tables are compared with a fresh refold: the entries are copied into an in-memory
    database with the same schema and ``projection.rebuild`` runs there; the stored rows must be equal.
 Both read one consistent snapshot (the reader connection), so a running node can be verified.
@@ -15,7 +16,9 @@ from dataclasses import dataclass, field
 import aiosqlite
 
 from node import projection
+from node.hublink import current_link
 from node.journal import JOURNAL_SQL, verify_log
+from node.mailbox_apply import verify_hub_logs
 from node.migrations import split_sql
 from node.projection import PROJECTION_SQL, PROJECTION_TABLES
 from node.store import Store
@@ -55,6 +58,9 @@ async def verify_node(store: Store, node_id: str, *, progress: Callable[[int], N
     report = Report()
     async with store.read() as db:
         report.heads = await verify_log(db, node_id, progress=progress)
+        link = await current_link(db)
+        if link is not None:  # what was pulled from the hub: chains under the pinned key, forwards
+            report.heads += await verify_hub_logs(db, node_id, link.hub_key, progress=progress)
         report.entries = sum(h.seq for h in report.heads)
         stored = await projection.snapshot(db)
         scratch = await aiosqlite.connect(":memory:", isolation_level=None)

@@ -62,7 +62,7 @@ from protocol.errors import (
     WrongLog,
 )
 from protocol.hlc import HybridClock, Timestamp
-from protocol.hubkinds import HUB_KINDS, is_hub_log, mailbox_log
+from protocol.hubkinds import HUB_KINDS, is_hub_log, mailbox_log, open_forward
 from protocol.keys import (
     PublicKey,
     fingerprint,
@@ -158,6 +158,7 @@ __all__ = [
     "mailbox_log",
     "manifest_for_bytes",
     "nfc",
+    "open_forward",
     "parse_auth_headers",
     "parse_public_key",
     "private_key_from_seed",

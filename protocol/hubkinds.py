@@ -9,8 +9,11 @@
 - ``hub.node_released``: ``{"node", "reason"}``: a person reviewed the fork evidence of a quarantined node
   and lets it push again (to the node's mailbox);
 - ``hub.forward``: ``{"entry": <entry object>}``: an entry of another hub mailbox, copied so that the
-  pickup branch of a dossier received elsewhere sees the decision. Readers verify the inner entry with the
-  hub key and fold it under its own position (so it counts once, wherever it is read).
+  pickup branch of a dossier received elsewhere sees the decision; or ``{"entry", "key"}``: an entry of
+  another *node's* log (the reception of a dossier to be handed back here), with the public key the hub
+  registered for that (node, epoch). Readers verify the inner entry with the hub key (or with ``key``,
+  which the hub vouches for by signing the forward) and fold it under its own position (so it counts
+  once, wherever it is read).
 
 Officer decisions on dossiers are ``dossier.*`` kinds (SPEC-dossier.md), written by the hub in mailboxes.
 """
@@ -21,8 +24,10 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from protocol.entry import ENTRY_FIELDS, HASH_RE, LOG_RE, NODE_ID_RE
-from protocol.errors import BodyInvalid
+from protocol.encoding import b64url_decode, canonical
+from protocol.entry import ENTRY_FIELDS, HASH_RE, LOG_RE, NODE_ID_RE, Entry
+from protocol.errors import BadSignature, BodyInvalid
+from protocol.keys import PublicKey, parse_public_key
 
 __all__ = [
     "HUB_KINDS",
@@ -30,10 +35,12 @@ __all__ = [
     "QUARANTINE_DECISIONS",
     "is_hub_log",
     "mailbox_log",
+    "open_forward",
 ]
 
 QUARANTINE_DECISIONS = ("accepted", "rejected")
 _VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}")
+_KEY_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def mailbox_log(node: str) -> str:
@@ -105,12 +112,21 @@ def _node_released(body: Mapping[str, Any]) -> None:
 
 
 def _forward(body: Mapping[str, Any]) -> None:
-    _exact(body, {"entry"}, "hub.forward")
+    if body.keys() != {"entry"} and body.keys() != {"entry", "key"}:
+        raise BodyInvalid("hub.forward body has exactly entry (and key for a node entry)")
     inner = body["entry"]
     if type(inner) is not dict or inner.keys() != ENTRY_FIELDS:
         raise BodyInvalid("entry must be a whole entry object", field="entry")
-    if type(inner["log"]) is not str or not inner["log"].startswith("hub."):
-        raise BodyInvalid("only hub mailbox entries are forwarded", field="entry")
+    log = inner["log"]
+    if "key" not in body:
+        if type(log) is not str or not log.startswith("hub."):
+            raise BodyInvalid("only hub mailbox entries are forwarded without a key", field="entry")
+        return
+    if type(log) is not str or not NODE_ID_RE.fullmatch(log):
+        raise BodyInvalid("a forward with a key carries an entry of a node log", field="entry")
+    key = body["key"]
+    if type(key) is not str or not _KEY_RE.fullmatch(key):
+        raise BodyInvalid("key must be a public key (43 characters of base64url)", field="key")
 
 
 HUB_VALIDATORS: dict[str, Callable[[Mapping[str, Any]], None]] = {
@@ -122,3 +138,20 @@ HUB_VALIDATORS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "hub.forward": _forward,
 }
 HUB_KINDS = frozenset(HUB_VALIDATORS)
+
+
+def open_forward(body: Mapping[str, Any], hub_key: PublicKey) -> Entry:
+    """The entry a ``hub.forward`` body carries, its signature checked: under the hub key for a hub
+    mailbox entry, under the body's ``key`` (vouched for by the hub's signature on the forward) for a
+    node entry. Raises ``BodyInvalid`` or ``BadSignature`` (or the decoding error of the inner entry)."""
+    _forward(body)
+    inner = Entry.parse(canonical(body["entry"]))
+    key = hub_key if "key" not in body else parse_public_key(body["key"])
+    try:
+        signature = b64url_decode(inner.sig, length=64)
+    except ValueError:
+        raise BadSignature("forwarded entry: sig is not 64 bytes of base64url") from None
+    if not key.verify(signature, inner.signable()):
+        who = "the hub key" if "key" not in body else "the key the hub registered for it"
+        raise BadSignature(f"forwarded entry {inner.log}/{inner.epoch}:{inner.seq} is not signed by {who}")
+    return inner

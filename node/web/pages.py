@@ -17,6 +17,7 @@ from aiohttp import web
 from node import actions, dossiers
 from node.errors import DUMPS, AuthRequired, InvalidInput, NodeError, Throttled
 from node.inputs import ID_TYPES
+from node.sync_service import dossier_hub, sync_banner
 from node.syncstate import sync_summary
 from node.web.format import date_long, datetime_short
 from node.web.keys import LOGIN_NAME, NODE
@@ -39,15 +40,18 @@ async def render(
     node = request.app[NODE]
     session = session_of(request)
     summary = None
+    hub_sync = None
     if not request.path.startswith("/dang-nhap") and not node.store.closed:
         async with node.store.read() as db:
             summary = await sync_summary(db, node.config.node_id)
+            hub_sync = await sync_banner(db, node.config.node_id, node.config.hub_url)
     base = {
         "config": node.config,
         "session": session,
         "user": session.principal if session else None,
         "csrf": session.csrf if session else "",
         "sync": summary,
+        "hub_sync": hub_sync,
         "now": _now(),
         "path": request.path,
     }
@@ -228,7 +232,8 @@ async def new_submit(request: web.Request) -> web.StreamResponse:
         if refuse:
             result = await node.desk.refuse(data, actor=who.actor, idempotency_key=key)
         else:
-            result = await node.desk.receive(data, actor=who.actor, idempotency_key=key)
+            desk = request.cookies.get("motcua_desk") or None  # the receipt prints at this desk
+            result = await node.desk.receive(data, actor=who.actor, idempotency_key=key, desk=desk)
     except InvalidInput as exc:
         errors = dict(exc.fields)
         if refuse and "reason" not in errors and not data["reason"]:
@@ -261,6 +266,8 @@ async def detail_page(request: web.Request) -> web.StreamResponse:
     code = request.match_info["code"]
     found = await dossiers.detail(node.store, node.config.node_id, code, actor=who.actor, now=_now())
     lookup = await _fresh_lookup(request, code, who.actor) if request.query.get("moi") else None
+    async with node.store.read() as db:
+        hub = await dossier_hub(db, node.config.node_id, code)
     return await render(
         request,
         "detail.html",
@@ -272,6 +279,7 @@ async def detail_page(request: web.Request) -> web.StreamResponse:
             "errors": {},
             "failed_action": None,
             "id_types": ID_TYPES,
+            "hub": hub,
         },
     )
 

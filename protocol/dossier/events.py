@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from protocol.calendar import local_date
-from protocol.dossier.codes import LOOKUP_ITERATIONS, MAX_CODE_LENGTH, DossierCode
+from protocol.dossier.codes import LOOKUP_ITERATIONS_MAX, LOOKUP_ITERATIONS_MIN, MAX_CODE_LENGTH, DossierCode
 from protocol.dossier.model import (
     Applicant,
     BlobManifest,
@@ -148,7 +148,7 @@ def _check_received(f: Fields) -> None:
     lookup = _obj(f, "lookup", ("alg", "hash", "iterations"))
     lookup.choice("alg", ("pbkdf2-sha256",))
     lookup.text("hash", max_len=64, pattern=_SHA256)
-    lookup.integer("iterations", LOOKUP_ITERATIONS // 10, LOOKUP_ITERATIONS * 100)
+    lookup.integer("iterations", LOOKUP_ITERATIONS_MIN, LOOKUP_ITERATIONS_MAX)
     _note(f)
     day = DossierCode.parse(f.text("dossier")).day
     days = {local_date(received_at)} | ({local_date(submitted_at)} if submitted_at is not None else set())

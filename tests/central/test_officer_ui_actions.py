@@ -81,7 +81,8 @@ async def test_officer_moves_a_dossier_to_result_ready_with_a_file(client: TestC
     forwarded = [
         e.body["entry"]["kind"] for e in await mailbox(client, "hub.CN02") if e.kind == "hub.forward"
     ]
-    assert forwarded == kinds[-4:]  # the pickup branch gets every decision
+    # the pickup branch gets the reception first (to fold the dossier), then every decision
+    assert forwarded == ["dossier.received", *kinds[-4:]]
     stored = hub_of(client).blobs.path_for(ready["result_sha256"])
     assert stored.read_bytes() == PDF
     audit = await hub_of(client).store.fetchall(

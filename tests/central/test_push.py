@@ -72,13 +72,9 @@ async def test_tampered_entries_are_refused(client: TestClient, hub_dir: Path, w
         "prev": raw.index(b'"prev":"') + 9,
     }
     if where == "body":
-        raw[offset[where]] ^= 0x01  # one bit of a digit: still a digit
-    else:  # another character of the same alphabet, so the entry keeps its shape (base64url / hex)
-        raw[offset[where]] = (
-            ord("B")
-            if where == "sig" and raw[offset[where]] != ord("B")
-            else (ord("A") if where == "sig" else (ord("1") if raw[offset[where]] != ord("1") else ord("2")))
-        )
+        raw[offset[where]] ^= 0x01  # one bit of a digit
+    else:  # another character of the alphabet (a flipped bit may leave base64url or hex: bad_shape)
+        raw[offset[where]] = ord("1") if raw[offset[where]] == ord("0") else ord("0")
     body = bytes(raw) + b"\n" + sim.entries[3].raw + b"\n"
     expected = {"sig": "bad_signature", "body": "bad_signature", "prev": "prev_mismatch"}[where]
     result = await _refused(sim, hub_dir, 422, expected, raw=body)

@@ -128,10 +128,10 @@ async def settle(client: TestClient) -> None:
     from central.dossiers import DOSSIERS
 
     dossiers = client.server.app[DOSSIERS]
-    for _ in range(200):
-        if not dossiers.pending and not dossiers.wake.is_set():
+    for _ in range(500):
+        if dossiers.idle():
             await asyncio.sleep(0.01)
-            if not dossiers.pending:
+            if dossiers.idle():
                 return
         await asyncio.sleep(0.01)
     raise AssertionError("the dossier projector did not settle")

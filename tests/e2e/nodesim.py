@@ -1,6 +1,6 @@
 """A minimal node for sync tests: the journal's entries table, SYNC_SQL, a signer and a blob folder.
 
-It stands in for node.journal/node.store until those land in this branch; the sync client and the
+It drives the sync client in isolation (no web app, no intake): the sync client and the
 SqliteLocalLog under test are the real ones.
 """
 

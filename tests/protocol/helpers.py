@@ -17,7 +17,7 @@ DELETE = object()
 CODE = "000.00.01.H26-261123-0012"
 RECEIVED_AT = from_local(date(2026, 11, 23), 9, 30)
 DUE_AT = from_local(date(2026, 11, 26), 17)
-LOOKUP = LookupHash(hash="ab" * 32, iterations=100_000)
+LOOKUP = LookupHash(hash="ab" * 32)
 SHA_A = "a" * 64
 SHA_B = "b" * 64
 

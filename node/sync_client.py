@@ -258,7 +258,6 @@ class SyncClient:
         resumes from the head the hub returned.
         """
         local = await self.local.own_head(self.epoch)
-        await self._show_overlap(held, local)
         if local.seq < held.seq:
             raise SyncError(
                 "behind_hub",
@@ -336,42 +335,6 @@ class SyncClient:
         finally:
             await _cancel(inflight)
         return LogHead(self.node, self.epoch, after, None)
-
-    async def _show_overlap(self, held: LogHead, local: Head) -> None:
-        """Make sure the hub learns of a second history under this key before anything else is pushed.
-
-        Pushing only past the hub's head would hide it (a restored backup, a cloned disk): a shorter copy
-        stops at ``behind_hub``, a longer one is refused as a broken chain (``prev_mismatch``), and the
-        hub keeps no evidence. So compare our entry at min(ours, hub's) seq with the hub's; if they
-        differ, find the first position where the histories part (binary search, one entry per request)
-        and push our entry there: the hub verifies it against the entry before it, which both histories
-        share, keeps both as evidence and quarantines this node (409 ``fork``)."""
-        at = min(local.seq, held.seq)
-        if at == 0:
-            return
-        if at == held.seq and await self._own_hash(at) == held.head:
-            return  # the usual case: no request at all
-        if await self._own_hash(at) == await self._hub_hash(at):
-            return  # the same history, only shorter here: the caller reports behind_hub
-        lo, hi = 1, at  # invariant: the histories differ at hi
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if await self._own_hash(mid) == await self._hub_hash(mid):
-                lo = mid + 1
-            else:
-                hi = mid
-        first = await self.local.own_entries_after(self.epoch, hi - 1, 1)
-        await self.call("POST", f"/v1/sync/logs/{self.node}/{self.epoch}", first[0] + b"\n")
-        raise SyncError("fork", f"this copy of {self.node} parts from the hub's at seq {hi}", retryable=False)
-
-    async def _own_hash(self, seq: int) -> str | None:
-        rows = await self.local.own_entries_after(self.epoch, seq - 1, 1)
-        return Entry.parse(rows[0]).hash if rows else None
-
-    async def _hub_hash(self, seq: int) -> str | None:
-        payload = await self.call("GET", f"/v1/sync/logs/{self.node}/{self.epoch}?after={seq - 1}&limit=1")
-        line = payload.split(b"\n", 1)[0]
-        return Entry.parse(line).hash if line else None
 
     async def _pull(self, box: LogHead) -> int:
         pulled = 0

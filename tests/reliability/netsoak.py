@@ -100,13 +100,18 @@ async def open_enrolled(data: Path, hub_dir: Path, hub_url: str) -> tuple[Node, 
 
 
 def sync_client(node: Node, hub_key: PublicKey, base: str) -> SyncClient:
-    """The real sync client over the node's store (``SqliteLocalLog``), one connection per request."""
+    """The node's own sync client (``NodeSyncClient``: recovery, fork exposure, append blocks) over its
+    store, one connection per request."""
+    from node.sync_service import NodeSyncClient
+
     data = node.config.data_dir
     local = SqliteLocalLog(
         node.store, node.config.node_id, lambda sha: data / "blobs" / sha, wall=_now, data_dir=data
     )
     transport = HttpTransport(base, timeout=5, session=_session())
-    return SyncClient(node.config.node_id, 1, node.key, hub_key, local, transport, wall=_now)
+    return NodeSyncClient(
+        node.config.node_id, 1, node.key, hub_key, local, transport, wall=_now, store=node.store
+    )
 
 
 def _session() -> aiohttp.ClientSession:

@@ -6,8 +6,9 @@ Two shapes: (b1) the restored copy appends *fewer* entries than the hub holds (t
 otherwise stop at "behind_hub" and the hub would never learn), (b2) it appends *more* (the client
 would otherwise push only past the hub's head and be refused as ``prev_mismatch``, a damaged chain,
 with no evidence kept). (c) two histories under one key pushed by hand is in tests/central/test_push.py.
-The online variant (a: restore while online, recover the suffix from the hub) needs the node-side
-restore of the sync integration (branch syncint) and is listed in docs/reliability.md.
+(a) the copy restored while online, before any append: the node's sync client recovers the suffix the
+hub holds, with 0 forks, and appends go on in the same epoch. The client under test is the node's own
+``NodeSyncClient`` (node/sync_service.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from tests.reliability.netsoak import open_enrolled, open_node, sync_client
 from tests.reliability.procs import free_port
 
 
-@pytest.mark.parametrize("extra", [1, 6], ids=["restored-copy-shorter", "restored-copy-longer"])
+@pytest.mark.parametrize(
+    "extra", [0, 1, 6], ids=["online-restore", "restored-copy-shorter", "restored-copy-longer"]
+)
 async def test_restored_backup_appending_offline_is_a_fork_on_first_push(
     tmp_path: Path,
     extra: int,
@@ -72,6 +75,23 @@ async def test_restored_backup_appending_offline_is_a_fork_on_first_push(
             .fetchall()
         )
         rclient = sync_client(restored, hub_key, base)
+        if extra == 0:  # (a): nothing appended since the restore: recover from the hub, no fork
+            await rclient.sync_once()
+            hub = sqlite3.connect(hub_dir / "hub.sqlite3")
+            assert hub.execute("SELECT count(*) FROM forks").fetchone() == (0,)
+            assert hub.execute("SELECT status FROM nodes WHERE node = 'CN01'").fetchone()[0] == "active"
+            mine = (
+                sqlite3.connect(tmp_path / "backup" / "node.sqlite3")
+                .execute("SELECT seq, hash, raw FROM entries WHERE log = 'CN01' AND epoch = 1 ORDER BY seq")
+                .fetchall()
+            )
+            assert mine == before  # the suffix came back from the hub, byte for byte
+            code = (await restored.desk.receive(reception(note="sau khôi phục"), actor="an.nv")).code
+            await rclient.sync_once()
+            assert hub.execute("SELECT count(*) FROM entries WHERE dossier = ?", (code,)).fetchone() == (1,)
+            figures("S4 online restore", hub_held=held, recovered=held - 4, forks=0)
+            await rclient.transport.close()  # type: ignore[attr-defined]
+            return
         with pytest.raises(SyncError) as info:
             await rclient.sync_once()  # the first push
         assert info.value.code == "fork", info.value

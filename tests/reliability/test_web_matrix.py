@@ -137,7 +137,9 @@ async def test_access_control_matrix(node_client, figures) -> None:  # type: ign
             for branch in ("own", "other") if "{code}" in path else ("own",):
                 code = await _new_dossier(client, tokens) if branch == "own" else OTHER
                 concrete = (path.replace("{code}", code).replace("{action}", "withdraw")
-                            .replace("{filename}", "app.css"))  # fmt: skip
+                            .replace("{filename}", "app.css").replace("{scan_id}", "1")
+                            .replace("{sha256}", "0" * 64).replace("{form}", "bien-nhan")
+                            .replace("{job_id}", "1").replace("{op}", "huy"))  # fmt: skip
                 if concrete == "/static":
                     concrete = "/static/app.css"
                 api = concrete.startswith("/api/")
@@ -199,6 +201,10 @@ async def test_every_route_has_a_rule(node_client) -> None:  # type: ignore[no-u
         "/ho-so/{code}/{action}", "/tim-kiem", "/api/v1/openapi.json", "/api/v1/procedures",
         "/api/v1/due-date", "/api/v1/dossiers", "/api/v1/refusals", "/api/v1/dossiers/{code}",
         "/api/v1/dossiers/{code}/events", "/api/v1/status", "/healthz", "/readyz",
+        # devices (scans inbox, printers, the desk's open dossier): pages, session + CSRF like the rest
+        "/ban-quet", "/ban-quet/{scan_id}/gan", "/ban-quet/{scan_id}/huy", "/ban-quet/{sha256}/anh.png",
+        "/ban-quet/{sha256}/tep", "/in/{code}/{form}", "/may-in", "/may-in/lenh/{job_id}/{op}", "/quay/dong",
+        "/quay/mo",
     }  # fmt: skip
     served = {
         r.resource.canonical

@@ -21,8 +21,11 @@ wrong clock can correct its request timestamps.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import sqlite3
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -131,8 +134,15 @@ class InsufficientSpace(CentralError):
     status = 507
 
 
+def _printable(reason: str) -> str:
+    """A reason safe to encode canonically: it may quote hostile input (a non-NFC string, a lone
+    surrogate), and the refusal must still be sent, not turned into a 500 by the encoder."""
+    return unicodedata.normalize("NFC", reason.encode("utf-8", "replace").decode("utf-8"))[:1000]
+
+
 def error_response(status: int, reply: ErrorReply, retry_after: int | None = None) -> web.Response:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    reply = dataclasses.replace(reply, reason=_printable(reply.reason))
     return web.Response(
         status=status, body=canonical(reply.to_wire()), content_type="application/json", headers=headers
     )
@@ -160,6 +170,12 @@ async def error_middleware(
             err = InsufficientSpace("disk_full", "the hub's disk is full; nothing was stored")
         else:
             log.exception("I/O error on %s %s", request.method, request.path)
+            err = CentralError("internal", "internal error")
+    except sqlite3.Error as exc:
+        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == 13:  # SQLITE_FULL: nothing was committed
+            err = InsufficientSpace("disk_full", "the hub's disk is full; nothing was stored")
+        else:
+            log.exception("database error on %s %s", request.method, request.path)
             err = CentralError("internal", "internal error")
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)

@@ -8,6 +8,8 @@
 - ``async with store.read() as db:`` gives the reader (``query_only``); WAL lets it read while the
   writer writes. Reads never see a transaction that has not committed.
 - ``close()`` is idempotent; any use after it raises ``StoreClosed``.
+- A full disk (SQLITE_FULL) surfaces as ``DiskFull`` (507) and an I/O error (SQLITE_IOERR, e.g. EIO from
+  fdatasync at commit) as ``StorageError`` (500), each with a Vietnamese message; neither is retried.
 """
 
 from __future__ import annotations
@@ -21,11 +23,37 @@ from pathlib import Path
 
 import aiosqlite
 
-from node.errors import StoreClosed
+from node.errors import DiskFull, StorageError, StoreClosed
 
-__all__ = ["Store"]
+__all__ = ["Store", "storage_error"]
 
 log = logging.getLogger("motcua.node.store")
+
+_SQLITE_IOERR, _SQLITE_FULL = 10, 13
+
+
+def storage_error(exc: BaseException) -> BaseException:
+    """A disk problem under SQLite as the node error staff can act on; anything else unchanged.
+
+    After an I/O error at commit the outcome is not certain (WAL recovery after a crash may still find
+    the transaction), so the message says "not confirmed", never "not saved".
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(exc, sqlite3.Error) or code is None:
+        return exc
+    if code & 0xFF == _SQLITE_FULL:
+        return DiskFull(
+            "Ổ đĩa máy trạm đã đầy: dữ liệu chưa được lưu. Hãy giải phóng dung lượng rồi thử lại.",
+            detail=str(exc),
+        )
+    if code & 0xFF == _SQLITE_IOERR:
+        return StorageError(
+            "Lỗi đọc/ghi ổ đĩa: thao tác chưa được xác nhận đã lưu. Hãy kiểm tra ổ đĩa và tra cứu lại "
+            "hồ sơ trước khi nhập lại.",
+            detail=str(exc),
+        )
+    return exc
+
 
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -88,17 +116,26 @@ class Store:
         async with self._lock:
             self._check_open()
             db = self._writer
-            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise storage_error(exc) from exc
             try:
                 yield db
-            except BaseException:
+            except BaseException as exc:
                 await self._rollback()
-                raise
+                mapped = storage_error(exc)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
             try:
                 await db.commit()
-            except BaseException:
+            except BaseException as exc:
                 await self._rollback()
-                raise
+                mapped = storage_error(exc)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
         for hook in tuple(self.on_commit):
             hook()
 

@@ -207,9 +207,14 @@ class SyncClient:
             if reply is not None and reply.error == "stale" and attempt == 0:
                 self.offset_ms = reply.hub_time - self.wall()  # correct request times, never entries
                 continue
+            if reply is not None and reply.error == "replayed" and attempt == 0:
+                # Our own signed request reached the hub twice: aiohttp re-sends an idempotent request
+                # (GET, PUT) by itself when the connection breaks. Every sync call is idempotent, so
+                # sign it again with a fresh nonce instead of failing the round.
+                continue
             code = reply.error if reply is not None else f"http_{status}"
             reason = reply.reason if reply is not None else payload[:200].decode("utf-8", "replace")
-            retryable = status >= 500 or status in (409, 429) or code in ("unreachable", "stale")
+            retryable = status >= 500 or status in (409, 429) or code in ("unreachable", "stale", "replayed")
             raise SyncError(code, reason, retryable=retryable, status=status, reply=reply)
         raise AssertionError("unreachable")
 

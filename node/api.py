@@ -8,6 +8,7 @@ Every write answers 201 only after its transaction committed. Invalid input is 4
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from typing import Any
 
@@ -192,14 +193,26 @@ async def status(request: web.Request) -> web.Response:
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process and its event loop answer (no I/O), as on the hub."""
     return web.json_response({"status": "ok"}, dumps=DUMPS)
+
+
+MIN_FREE_BYTES = 64 * 1024 * 1024
 
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the database is open, writable and every migration is applied."""
-    node = request.app[NODE]
-    problems: list[str] = []
+    """Ready when the database is open and takes a write, every migration is applied and the data
+    directory has free space (as on the hub): 200 ``{"status": "ready", "failed": [], "checks"}``, else 503
+    ``{"status": "not_ready", "failed": [check...], "checks", "problems": [message...]}``."""
+    node = request.app.get(NODE)
+    if node is None:
+        return web.json_response(
+            {"status": "not_ready", "failed": ["starting"], "checks": {}, "problems": ["starting"]},
+            status=503,
+            dumps=DUMPS,
+        )
+    checks: dict[str, str] = {}
     try:
         async with node.store.write() as db:
             missing = [name for name, _ in MIGRATIONS if name not in await applied(db)]
@@ -207,10 +220,22 @@ async def readyz(request: web.Request) -> web.Response:
             await db.execute(
                 "UPDATE epochs SET started_at = started_at WHERE epoch = (SELECT max(epoch) FROM epochs)"
             )
-        if missing:
-            problems.append("migrations not applied: " + ", ".join(missing))
+        checks["db_writable"] = "ok"
+        checks["migrations"] = "ok" if not missing else "migrations not applied: " + ", ".join(missing)
     except Exception as exc:  # any failure means "not ready", reported as such
-        problems.append(f"database not writable: {exc}")
-    if problems:
-        return web.json_response({"status": "unavailable", "problems": problems}, status=503, dumps=DUMPS)
-    return web.json_response({"status": "ready"}, dumps=DUMPS)
+        checks["db_writable"] = f"database not writable: {exc}"[:200]
+    try:
+        free = shutil.disk_usage(node.config.data_dir).free
+        checks["disk_free"] = "ok" if free >= MIN_FREE_BYTES else f"only {free} bytes free"
+    except OSError as exc:
+        checks["disk_free"] = f"OSError: {exc}"[:200]
+    failed = sorted(name for name, result in checks.items() if result != "ok")
+    body: dict[str, Any] = {
+        "status": "ready" if not failed else "not_ready",
+        "failed": failed,
+        "checks": checks,
+    }
+    if failed:
+        body["problems"] = [checks[name] for name in failed]
+        return web.json_response(body, status=503, dumps=DUMPS, headers={"Cache-Control": "no-store"})
+    return web.json_response(body, dumps=DUMPS, headers={"Cache-Control": "no-store"})

@@ -23,6 +23,7 @@ from node.auth import Principal, Session
 from node.config import NodeConfig
 from node.devices import DEVICES, devices_ctx, devices_status
 from node.errors import error_middleware
+from node.monitoring import METRICS, NodeMonitor, metrics_handler
 from node.provision import Node
 from node.sync_service import SYNC, SyncService
 from node.web import devices as devices_web
@@ -70,6 +71,7 @@ def make_app(
         client_max_size=1024 * 1024,
     )
     app[CONFIG] = config
+    app[METRICS] = NodeMonitor()  # per app: several nodes can run in one process (tests)
 
     async def node_ctx(app: web.Application) -> AsyncIterator[None]:
         node = await Node.open(
@@ -91,6 +93,7 @@ def make_app(
         service = await SyncService.open(app[NODE])
         if service is not None:
             app[SYNC] = service
+            service.client.on_round = app[METRICS].record_round
             if DEVICES in app:
                 service.add_device_probe(lambda: _device_report(app))
             await service.start()
@@ -112,5 +115,6 @@ def make_app(
     app.router.add_routes(api.routes)
     app.router.add_routes(devices_web.routes)
     app.router.add_routes(pages.routes)
+    app.router.add_get("/metrics", metrics_handler)
     app.router.add_static("/static", WEB_DIR / "static", append_version=False)
     return app

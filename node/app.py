@@ -23,6 +23,7 @@ from node.auth import Principal, Session
 from node.config import NodeConfig
 from node.devices import DEVICES, devices_ctx, devices_status
 from node.errors import error_middleware
+from node.hubdata import apply_hub_data
 from node.monitoring import METRICS, NodeMonitor, metrics_handler
 from node.provision import Node
 from node.sync_service import SYNC, SyncService
@@ -44,6 +45,10 @@ async def _device_report(app: web.Application) -> tuple[list[dict[str, Any]], li
     """Printers and scanners for the sync heartbeat (node.devices.devices_status)."""
     status = await devices_status(app)
     return list(status.get("printers", [])), list(status.get("scanners", []))
+
+
+async def _apply(node: Node, catalog: Catalog | None) -> None:
+    await apply_hub_data(node, catalog)
 
 
 def make_app(
@@ -78,6 +83,11 @@ def make_app(
             config, catalog=catalog, calendar=calendar, lookup_iterations=lookup_iterations
         )
         app[NODE] = node
+        try:  # the newest valid catalog and calendar the hub broadcast, stored by earlier pulls
+            await apply_hub_data(node, catalog)
+        except BaseException:
+            await node.close()
+            raise
         log.info("node %s (%s) open, epoch %d", config.node_id, config.name, node.journal.epoch)
         try:
             yield
@@ -94,6 +104,7 @@ def make_app(
         if service is not None:
             app[SYNC] = service
             service.client.on_round = app[METRICS].record_round
+            service.client.on_pulled = lambda: _apply(app[NODE], catalog)
             if DEVICES in app:
                 service.add_device_probe(lambda: _device_report(app))
             await service.start()

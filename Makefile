@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 ## Run every test: lint, strict typing of protocol/, then pytest.
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check protocol node central tests bench

@@ -14,6 +14,7 @@ from central.dossiers import DOSSIERS, TRACK_LIMIT, Dossiers, IpLimiter, track_r
 from central.errors import CLOCK, error_middleware, now_ms
 from central.hub import HUB, Hub
 from central.officers import officer_routes
+from central.relay import RELAY, Relay
 from central.web import install as install_web
 
 __all__ = ["HUB", "make_app"]
@@ -31,9 +32,15 @@ def make_app(config: CentralConfig, *, clock: Callable[[], int] = now_ms) -> web
         app[DOSSIERS] = dossiers
         app[TRACK_LIMIT] = IpLimiter(config.track_rate_per_min)
         projector = asyncio.create_task(dossiers.run(), name="dossier-projector")
+        relay = Relay(hub, dossiers)  # a branch's dossier entries to the other involved branches
+        hub.receiver.hooks.append(relay.hook)
+        hub.receiver.committed.append(relay.committed)
+        app[RELAY] = relay
+        relaying = asyncio.create_task(relay.run(), name="branch-relay")
         try:
             yield
         finally:
+            await relay.stop(relaying)
             projector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await projector

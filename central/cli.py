@@ -1,4 +1,5 @@
-"""``motcua-central``: init, serve, node invite/list/revoke/release, officer add, log export, verify."""
+"""``motcua-central``: init, serve, node invite/list/revoke/release, officer add, publish catalog/calendar,
+log export, verify."""
 
 from __future__ import annotations
 
@@ -136,6 +137,19 @@ def cmd_officer(args: argparse.Namespace) -> int:
     return int(asyncio.run(_with_hub(args, add)))
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from central.publish import publish, read_data
+
+    data = read_data(Path(args.file))  # before opening the hub: a bad file changes nothing
+
+    async def run(hub: Hub) -> int:
+        entry = await publish(hub, args.what, data)
+        print(f"{args.what} {entry.body['version']} published as hub/1:{entry.seq} ({entry.hash})")
+        return 0
+
+    return int(asyncio.run(_with_hub(args, run)))
+
+
 def cmd_log_export(args: argparse.Namespace) -> int:
     async def export(hub: Hub) -> int:
         epoch = args.epoch
@@ -240,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.set_defaults(func=cmd_officer)
     register_user_commands(sub)
+    p = sub.add_parser("publish", help="broadcast a procedure catalog or holiday calendar to every node")
+    p.add_argument("what", choices=("catalog", "calendar"))
+    p.add_argument("file", help="the JSON file (format of protocol/data/catalog.json, calendar-vn.json)")
+    p.set_defaults(func=cmd_publish)
     log = sub.add_parser("log", help="stored logs").add_subparsers(dest="log_command", required=True)
     p = log.add_parser("export", help="write a stored log epoch as NDJSON to stdout")
     p.add_argument("--log", required=True)

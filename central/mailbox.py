@@ -52,6 +52,9 @@ class Mailbox:
     )
     committed: list[Callable[[str, int, Sequence[Entry]], None]] = field(default_factory=list)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Held while deciding which entries a mailbox still lacks and writing their forwards (officers'
+    # actions, central.relay), so no entry is forwarded twice to the same mailbox.
+    route_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _started: bool = False
 
     async def _start(self) -> None:
@@ -63,8 +66,9 @@ class Mailbox:
             self.hlc.last = (row[0], row[1])
         self._started = True
 
-    async def post(self, posts: Sequence[Post]) -> list[Entry]:
-        """Sign and commit ``posts`` (plus their forwards) atomically; return the entries written."""
+    async def post(self, posts: Sequence[Post], *, also: Sequence[Extra] = ()) -> list[Entry]:
+        """Sign and commit ``posts`` (plus their forwards) atomically, with ``also`` (more statements) in
+        the same transaction; return the entries written."""
         async with self._lock:
             if not self._started:
                 await self._start()
@@ -111,6 +115,8 @@ class Mailbox:
                     if extra is not None:
                         batch.extra.append(extra)
                 batches.append(batch)
+            if batches:
+                batches[0].extra.extend(also)
             await self.store.commit(*batches)
         for log, entries in pending.items():
             for listener in self.committed:

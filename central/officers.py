@@ -169,12 +169,13 @@ async def record_action(
         posts.append(Post(target, "dossier.attachment", attachment, forward))
         body["result_sha256"] = manifest.sha256
     posts.append(Post(target, kind, body, forward))
-    if forward:
-        posts[:0] = await _entries_for_pickup(hub, code, routing.pickup_node)
-    try:
-        written = await hub.mailbox.post(posts)
-    except BodyInvalid as exc:
-        raise Unprocessable("bad_action", exc.reason) from None
+    async with hub.mailbox.route_lock:  # with central.relay: no entry forwarded twice to a mailbox
+        if forward:
+            posts[:0] = await _entries_for_pickup(hub, code, routing.pickup_node)
+        try:
+            written = await hub.mailbox.post(posts)
+        except BodyInvalid as exc:
+            raise Unprocessable("bad_action", exc.reason) from None
     await dossiers.refresh(code)
     return written
 

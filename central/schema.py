@@ -179,3 +179,19 @@ MIGRATIONS: list[tuple[str, str]] = [("0001_hub_core", _CORE)]
 from central.webschema import WEB_MIGRATIONS  # noqa: E402
 
 MIGRATIONS += WEB_MIGRATIONS
+
+# Relay between branches (central.relay): node dossier entries to forward to the other involved branches.
+_RELAY = """
+CREATE TABLE relay_outbox (
+    id       INTEGER PRIMARY KEY,
+    log      TEXT NOT NULL,
+    epoch    INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    hash     TEXT NOT NULL UNIQUE,
+    dossier  TEXT NOT NULL,
+    done_ms  INTEGER
+) STRICT;
+CREATE INDEX relay_outbox_pending ON relay_outbox (id) WHERE done_ms IS NULL
+"""
+RELAY_MIGRATIONS: list[tuple[str, str]] = [("0200_relay_outbox", _RELAY)]
+MIGRATIONS += RELAY_MIGRATIONS

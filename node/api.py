@@ -15,7 +15,7 @@ from aiohttp import web
 
 from node import actions, dossiers
 from node.errors import DUMPS, InvalidInput
-from node.health import readiness_problems
+from node.health import readiness_checks
 from node.openapi import openapi
 from node.sync_service import dossier_hub, sync_banner
 from node.syncstate import sync_summary
@@ -192,13 +192,30 @@ async def status(request: web.Request) -> web.Response:
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process and its event loop answer (no I/O), as on the hub."""
     return web.json_response({"status": "ok"}, dumps=DUMPS)
 
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the database is open, writable and every migration is applied."""
-    problems = await readiness_problems(request.app[NODE])
-    if problems:
-        return web.json_response({"status": "unavailable", "problems": problems}, status=503, dumps=DUMPS)
-    return web.json_response({"status": "ready"}, dumps=DUMPS)
+    """Ready when the database is open and takes a write, every migration is applied and the data
+    directory has free space (as on the hub): 200 ``{"status": "ready", "failed": [], "checks"}``, else 503
+    ``{"status": "not_ready", "failed": [check...], "checks", "problems": [message...]}``."""
+    node = request.app.get(NODE)
+    if node is None:
+        return web.json_response(
+            {"status": "not_ready", "failed": ["starting"], "checks": {}, "problems": ["starting"]},
+            status=503,
+            dumps=DUMPS,
+        )
+    checks = await readiness_checks(node)
+    failed = sorted(name for name, result in checks.items() if result != "ok")
+    body: dict[str, Any] = {
+        "status": "ready" if not failed else "not_ready",
+        "failed": failed,
+        "checks": checks,
+    }
+    if failed:
+        body["problems"] = [checks[name] for name in failed]
+        return web.json_response(body, status=503, dumps=DUMPS, headers={"Cache-Control": "no-store"})
+    return web.json_response(body, dumps=DUMPS, headers={"Cache-Control": "no-store"})

@@ -23,6 +23,8 @@ from node.auth import Principal, Session
 from node.config import NodeConfig
 from node.devices import DEVICES, devices_ctx, devices_status
 from node.errors import error_middleware
+from node.hubdata import apply_hub_data
+from node.monitoring import METRICS, NodeMonitor, metrics_handler
 from node.provision import Node
 from node.sync_service import SYNC, SyncService
 from node.web import devices as devices_web
@@ -43,6 +45,10 @@ async def _device_report(app: web.Application) -> tuple[list[dict[str, Any]], li
     """Printers and scanners for the sync heartbeat (node.devices.devices_status)."""
     status = await devices_status(app)
     return list(status.get("printers", [])), list(status.get("scanners", []))
+
+
+async def _apply(node: Node, catalog: Catalog | None) -> None:
+    await apply_hub_data(node, catalog)
 
 
 def make_app(
@@ -70,12 +76,18 @@ def make_app(
         client_max_size=1024 * 1024,
     )
     app[CONFIG] = config
+    app[METRICS] = NodeMonitor()  # per app: several nodes can run in one process (tests)
 
     async def node_ctx(app: web.Application) -> AsyncIterator[None]:
         node = await Node.open(
             config, catalog=catalog, calendar=calendar, lookup_iterations=lookup_iterations
         )
         app[NODE] = node
+        try:  # the newest valid catalog and calendar the hub broadcast, stored by earlier pulls
+            await apply_hub_data(node, catalog)
+        except BaseException:
+            await node.close()
+            raise
         log.info("node %s (%s) open, epoch %d", config.node_id, config.name, node.journal.epoch)
         try:
             yield
@@ -91,6 +103,8 @@ def make_app(
         service = await SyncService.open(app[NODE])
         if service is not None:
             app[SYNC] = service
+            service.client.on_round = app[METRICS].record_round
+            service.client.on_pulled = lambda: _apply(app[NODE], catalog)
             if DEVICES in app:
                 service.add_device_probe(lambda: _device_report(app))
             await service.start()
@@ -118,5 +132,6 @@ def make_app(
     app.router.add_routes(api.routes)
     app.router.add_routes(devices_web.routes)
     app.router.add_routes(pages.routes)
+    app.router.add_get("/metrics", metrics_handler)
     app.router.add_static("/static", WEB_DIR / "static", append_version=False)
     return app

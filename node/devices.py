@@ -276,6 +276,7 @@ async def devices_status(app: web.Application) -> dict[str, Any]:
 
 def devices_ctx(print_poll: float = 5.0) -> Callable[[web.Application], Any]:
     """The ``cleanup_ctx`` step; append it after the one that opens the node."""
+
     async def ctx(app: web.Application) -> Any:
         devices = await Devices.start(app[NODE], app[CONFIG], print_poll=print_poll)
         app[DEVICES] = devices

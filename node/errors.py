@@ -292,7 +292,7 @@ def wants_json(request: web.Request) -> bool:
     """API paths and JSON clients get JSON; pages get HTML."""
     return (
         request.path.startswith("/api/")
-        or request.path in ("/healthz", "/readyz")
+        or request.path in ("/healthz", "/readyz", "/metrics")
         or (
             "application/json" in request.headers.get("Accept", "")
             and "text/html" not in request.headers.get("Accept", "")

@@ -1,21 +1,27 @@
 """The node's readiness check, shared by ``GET /readyz`` and the systemd watchdog.
 
-Ready means: the database takes a real committed write and every migration is applied. The check is
+Ready means: the database takes a real committed write, every migration is applied and the data
+directory has free space. The check is
 cheap (one write transaction on the single writer), so a wedged writer or event loop stops both the
 ``/readyz`` 200s and the ``WATCHDOG=1`` pings.
 """
 
 from __future__ import annotations
 
+import shutil
+
 from node.migrations import MIGRATIONS, applied
 from node.provision import Node
 
-__all__ = ["readiness_problems"]
+__all__ = ["MIN_FREE_BYTES", "readiness_checks", "readiness_problems"]
 
 
-async def readiness_problems(node: Node) -> list[str]:
-    """What keeps the node from being ready (empty when ready)."""
-    problems: list[str] = []
+MIN_FREE_BYTES = 64 * 1024 * 1024
+
+
+async def readiness_checks(node: Node) -> dict[str, str]:
+    """Each readiness check by name: "ok" or what is wrong (the same checks as the hub's /readyz)."""
+    checks: dict[str, str] = {}
     try:
         async with node.store.write() as db:
             missing = [name for name, _ in MIGRATIONS if name not in await applied(db)]
@@ -23,8 +29,19 @@ async def readiness_problems(node: Node) -> list[str]:
             await db.execute(
                 "UPDATE epochs SET started_at = started_at WHERE epoch = (SELECT max(epoch) FROM epochs)"
             )
-        if missing:
-            problems.append("migrations not applied: " + ", ".join(missing))
+        checks["db_writable"] = "ok"
+        checks["migrations"] = "ok" if not missing else "migrations not applied: " + ", ".join(missing)
     except Exception as exc:  # any failure means "not ready", reported as such
-        problems.append(f"database not writable: {exc}")
-    return problems
+        checks["db_writable"] = f"database not writable: {exc}"[:200]
+    try:
+        free = shutil.disk_usage(node.config.data_dir).free
+        checks["disk_free"] = "ok" if free >= MIN_FREE_BYTES else f"only {free} bytes free"
+    except OSError as exc:
+        checks["disk_free"] = f"OSError: {exc}"[:200]
+    return checks
+
+
+async def readiness_problems(node: Node) -> list[str]:
+    """What keeps the node from being ready (empty when ready): used by /readyz and the systemd watchdog."""
+    checks = await readiness_checks(node)
+    return [checks[name] for name in sorted(checks) if checks[name] != "ok"]

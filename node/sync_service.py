@@ -159,6 +159,8 @@ class NodeSyncClient(SyncClient):
 
     store: Store | None = None
     blobs: Any = None  # node.blobs.BlobStore: where fetched hub files go (None: do not fetch)
+    on_round: Callable[[str], None] | None = None  # each round's result: ok, error, rejected (metrics)
+    on_pulled: Callable[[], Awaitable[None]] | None = None  # after a round that stored hub entries
 
     @property
     def local_store(self) -> Store:
@@ -307,6 +309,8 @@ class NodeSyncClient(SyncClient):
     # -- bookkeeping ---------------------------------------------------------------------------------
 
     async def _failed(self, exc: SyncError) -> None:
+        if self.on_round is not None:
+            self.on_round("error" if exc.retryable else "rejected")
         block = _BLOCKING.get(exc.code)
         down = exc.code == "unreachable" or exc.status >= 500
         try:
@@ -315,6 +319,13 @@ class NodeSyncClient(SyncClient):
             log.exception("could not record the sync failure")
 
     async def _succeeded(self, report: SyncReport) -> None:
+        if self.on_round is not None:
+            self.on_round("ok")
+        if report.pulled and self.on_pulled is not None:
+            try:
+                await self.on_pulled()
+            except Exception:  # noqa: BLE001 - the entries are stored; applying again at next start
+                log.exception("applying pulled hub data failed")
         await self._set(block="node_quarantined" if report.status == "quarantined" else "", up=True)
 
     async def _set(self, *, block: str | None = None, up: bool | None = None) -> None:

@@ -148,7 +148,7 @@ async def context_middleware(request: web.Request, handler: Any) -> web.StreamRe
     if (
         devices is not None
         and request.method == "GET"
-        and not path.startswith(("/api/", "/static/", "/healthz", "/readyz", "/dang-nhap"))
+        and not path.startswith(("/api/", "/static/", "/healthz", "/readyz", "/metrics", "/dang-nhap"))
         and principal_or_none(request)
     ):
         context: dict[str, Any] = {"devbar": await _banner(devices)}

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from node import actions, dossiers
 from node.errors import DUMPS, AuthRequired, InvalidInput, NodeError, Throttled
+from node.hubdata import calendar_warning
 from node.inputs import ID_TYPES
 from node.sync_service import dossier_hub, sync_banner
 from node.syncstate import sync_summary
@@ -24,6 +25,7 @@ from node.web.keys import LOGIN_NAME, NODE
 from node.web.security import PRELOGIN_COOKIE, SESSION_COOKIE, check_same_origin, principal, session_of
 from protocol.calendar import local_date
 from protocol.dossier.codes import format_lookup_code, is_dossier_code
+from protocol.errors import UnknownProcedure
 
 __all__ = ["render", "render_error", "routes"]
 
@@ -54,6 +56,7 @@ async def render(
         "hub_sync": hub_sync,
         "now": _now(),
         "path": request.path,
+        "calendar_warning": calendar_warning(node.desk.calendar, local_date(_now())),
     }
     return aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)
 
@@ -170,7 +173,12 @@ def _new_context(request: web.Request, procedure_code: str | None) -> dict[str, 
     node = request.app[NODE]
     now = _now()
     catalog = node.desk.catalog
-    procedures = [catalog.lookup(code, local_date(now)) for code in catalog.codes]
+    procedures = []
+    for code in catalog.codes:
+        try:  # a procedure whose first version takes effect later is not offered yet
+            procedures.append(catalog.lookup(code, local_date(now)))
+        except UnknownProcedure:
+            continue
     selected, preview = None, None
     if procedure_code:
         try:

@@ -33,7 +33,7 @@ __all__ = [
 
 SESSION_COOKIE = "motcua_session"
 PRELOGIN_COOKIE = "motcua_prelogin"
-_PUBLIC = frozenset({"/dang-nhap", "/healthz", "/readyz", "/api/v1/openapi.json", "/favicon.ico"})
+_PUBLIC = frozenset({"/dang-nhap", "/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/favicon.ico"})
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

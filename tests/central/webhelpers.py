@@ -122,13 +122,19 @@ class Branch:
 
 
 async def settle(client: TestClient) -> None:
-    """Let the hub's background projector fold what was just committed (bounded wait)."""
+    """Let the hub's background projector fold what was just committed, and the relay between branches
+    forward it (bounded wait)."""
     import asyncio
 
     from central.dossiers import DOSSIERS
+    from central.relay import RELAY
 
     dossiers = client.server.app[DOSSIERS]
+    relay = client.server.app.get(RELAY)
     for _ in range(500):
+        if relay is not None and not await relay.idle():
+            await asyncio.sleep(0.01)
+            continue
         if dossiers.idle():
             await asyncio.sleep(0.01)
             if dossiers.idle():

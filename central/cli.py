@@ -12,8 +12,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from central.app import make_app
+from central.app import HUB, make_app
 from central.audit import verify_all
+from central.backup import BackupError
 from central.config import ConfigError, load
 from central.errors import CentralError, now_ms
 from central.hub import Hub
@@ -53,9 +54,25 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from central.service import hub_problems, serve
+
     config = load(_data(args), listen=args.listen)
     configure_logging()  # JSON lines on stdout, with request ids (central.monitoring)
-    web.run_app(make_app(config), host=config.host, port=config.port, print=None, access_log=None)
+
+    async def health(app: web.Application) -> list[str]:
+        return await hub_problems(app[HUB])
+
+    asyncio.run(
+        serve(
+            make_app(config),
+            config.host,
+            config.port,
+            health=health,
+            ready_status=f"hub serving on http://{config.listen}/",
+            stopping_status="hub stopping",
+            announce=lambda line: print(line, file=sys.stderr),
+        )
+    )
     return 0
 
 
@@ -157,6 +174,39 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return int(asyncio.run(_with_hub(args, verify)))
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from central.backup import create_backup
+
+    with tqdm(desc="backup", unit="B", unit_scale=True, file=sys.stderr, disable=None) as bar:
+        manifest = create_backup(_data(args), Path(args.to), with_key=args.with_key, progress=bar.update)
+    blobs = sum(1 for name in manifest.files if name.startswith("blobs/sha256/"))
+    key = "included" if args.with_key else "not included"
+    print(f"backup {args.to}: {len(manifest.heads)} logs, {blobs} blobs, key {key}")
+    if not args.with_key:
+        print("the hub key is not in the backup: keep its offline copy to restore", file=sys.stderr)
+    return 0
+
+
+def cmd_restore_backup(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from central.backup import restore_backup
+
+    source = Path(args.source)
+    key_file = Path(args.key) if args.key else None
+    size = source.stat().st_size
+    with tqdm(desc="restore", total=size, unit="B", unit_scale=True, file=sys.stderr, disable=None) as bar:
+        manifest = restore_backup(source, _data(args), key_file=key_file, progress=bar.update)
+    print(f"hub restored into {_data(args)} from the backup of {manifest.created_ms}")
+    print(
+        "entries and receipts after the backup are gone from the hub: nodes push them again when they sync",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="motcua-central", description="motcua central hub")
     parser.add_argument("--data", default=".", help="hub state directory (default: current directory)")
@@ -198,14 +248,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="re-verify every stored log and every receipt issued")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_verify)
+    p = sub.add_parser("backup", help="consistent backup of database, blobs, config (key: --with-key)")
+    p.add_argument("--to", required=True, help="archive to write (replaced atomically, mode 0600)")
+    p.add_argument("--with-key", action="store_true", help="include hub.key (keep the archive offline)")
+    p.set_defaults(func=cmd_backup)
+    p = sub.add_parser("restore-backup", help="restore a backup into an empty --data folder")
+    p.add_argument("--from", dest="source", required=True, help="archive made by backup")
+    p.add_argument("--key", default=None, help="the hub key file, if the backup has none")
+    p.set_defaults(func=cmd_restore_backup)
+    _data_after_subcommand(sub)
     return parser
+
+
+def _data_after_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Accept ``--data`` after the command too (``motcua-central serve --data DIR``, as in the unit)."""
+    for parser in sub.choices.values():
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        for action in nested:
+            _data_after_subcommand(action)
+        if not nested and "--data" not in parser._option_string_actions:
+            parser.add_argument("--data", default=argparse.SUPPRESS, help="hub state directory")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, CentralError, ProtocolError) as exc:
+    except (ConfigError, CentralError, ProtocolError, BackupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

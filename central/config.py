@@ -1,12 +1,14 @@
 """The hub's configuration: one frozen dataclass, read once from ``<data>/central.toml`` and the environment.
 
 Precedence: defaults < TOML file < environment (``MOTCUA_CENTRAL_<FIELD>`` in upper case). Unknown keys in
-the file are refused, so a typo never silently falls back to a default. Every field carries its help text
-(``help_text()``); docs/sync.md lists them and a test checks it.
+the file and unknown ``MOTCUA_CENTRAL_*`` variables are refused (with the closest known name), so a typo
+never silently falls back to a default. Every field carries its help text (``help_text()``);
+docs/configuration.md is generated from it and a test checks it.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -107,24 +109,35 @@ def help_text() -> dict[str, str]:
     return {f.name: f.metadata["help"] for f in fields(CentralConfig)}
 
 
-def _coerce(name: str, raw: Any, kind: Any) -> Any:
+def _coerce(name: str, raw: Any, kind: Any, *, from_env: bool = False) -> Any:
     target = {"Path": Path, "str": str, "int": int}[kind if isinstance(kind, str) else kind.__name__]
+    where = ENV_PREFIX + name.upper() if from_env else name
     if target is int:
-        if isinstance(raw, bool) or not isinstance(raw, int | str):
-            raise ConfigError(f"{name} must be an integer")
+        if isinstance(raw, bool) or not isinstance(raw, int | str) or (isinstance(raw, str) and not from_env):
+            raise ConfigError(f"{where} must be an integer, got {raw!r}")
         try:
             return int(raw)
         except ValueError:
-            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+            raise ConfigError(f"{where} must be an integer, got {raw!r}") from None
     if not isinstance(raw, str | Path):
-        raise ConfigError(f"{name} must be a string")
+        raise ConfigError(f"{where} must be a string, got {raw!r}")
     return target(raw)
+
+
+def _unknown(what: str, names: list[str], known: list[str]) -> ConfigError:
+    hints = []
+    for name in names:
+        close = difflib.get_close_matches(name, known, n=1)
+        hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    listed = "the settings are listed in docs/configuration.md"
+    return ConfigError(f"{what}: unknown keys {', '.join(hints)}; {listed}")
 
 
 def load(data_dir: Path, environ: Mapping[str, str] | None = None, **overrides: Any) -> CentralConfig:
     """Read ``<data_dir>/central.toml`` (if present) and the environment; keyword overrides win."""
     environ = os.environ if environ is None else environ
     known = {f.name: f for f in fields(CentralConfig)}
+    settable = sorted(set(known) - {"data_dir"})
     values: dict[str, Any] = {}
     path = data_dir / CONFIG_FILE
     if path.exists():
@@ -132,16 +145,20 @@ def load(data_dir: Path, environ: Mapping[str, str] | None = None, **overrides: 
             document = tomllib.loads(path.read_text("utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
-        unknown = sorted(set(document) - set(known) - {"data_dir"})
+        unknown = sorted(set(document) - set(settable))
         if unknown:
-            raise ConfigError(f"{path}: unknown keys {unknown}")
-        values.update(document)
-    for name in known:
+            raise _unknown(str(path), unknown, settable)
+        values.update({n: _coerce(n, v, known[n].type) for n, v in document.items()})
+    variables = {ENV_PREFIX + n.upper() for n in settable}
+    stray = sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in variables)
+    if stray:
+        raise _unknown("environment", stray, sorted(variables))
+    for name in settable:
         env = environ.get(ENV_PREFIX + name.upper())
         if env is not None:
-            values[name] = env
+            values[name] = _coerce(name, env, known[name].type, from_env=True)
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["data_dir"] = data_dir
-    config = CentralConfig(**{n: _coerce(n, v, known[n].type) for n, v in values.items()})
+    config = CentralConfig(**{n: _coerce(n, v, known[n].type, from_env=True) for n, v in values.items()})
     assert all(f.default is not MISSING for f in fields(config))
     return replace(config).validate()

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from node import actions, dossiers
 from node.errors import DUMPS, InvalidInput
-from node.migrations import MIGRATIONS, applied
+from node.health import readiness_problems
 from node.openapi import openapi
 from node.sync_service import dossier_hub, sync_banner
 from node.syncstate import sync_summary
@@ -198,19 +198,7 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the database is open, writable and every migration is applied."""
-    node = request.app[NODE]
-    problems: list[str] = []
-    try:
-        async with node.store.write() as db:
-            missing = [name for name, _ in MIGRATIONS if name not in await applied(db)]
-            # a real write to the main database (same value), committed: proves the file takes writes
-            await db.execute(
-                "UPDATE epochs SET started_at = started_at WHERE epoch = (SELECT max(epoch) FROM epochs)"
-            )
-        if missing:
-            problems.append("migrations not applied: " + ", ".join(missing))
-    except Exception as exc:  # any failure means "not ready", reported as such
-        problems.append(f"database not writable: {exc}")
+    problems = await readiness_problems(request.app[NODE])
     if problems:
         return web.json_response({"status": "unavailable", "problems": problems}, status=503, dumps=DUMPS)
     return web.json_response({"status": "ready"}, dumps=DUMPS)

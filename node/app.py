@@ -18,7 +18,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from node import api
+from node import api, retention
 from node.auth import Principal, Session
 from node.config import NodeConfig
 from node.devices import DEVICES, devices_ctx, devices_status
@@ -102,6 +102,12 @@ def make_app(
                 await service.close()
 
     app.cleanup_ctx.append(sync_ctx)
+
+    async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with retention.running(config, app[NODE].store):  # purge of scans the hub holds
+            yield
+
+    app.cleanup_ctx.append(retention_ctx)
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(WEB_DIR / "templates")),

@@ -12,6 +12,7 @@
     motcua-node enroll --data DIR --token TOKEN [--hub URL]
     motcua-node sync --data DIR --once [--json]
     motcua-node restore --hub URL --token TOKEN --data DIR [--unit-code C] [--code-block N]
+    motcua-node backup | restore-backup | reprovision | rotate-key | purge-scans   (see node/opscli.py)
     motcua-node scanner add --data DIR --name NAME --folder PATH --desk DESK [--polling]
     motcua-node scanner list --data DIR [--json]
     motcua-node printer add --data DIR --name NAME (--cups-queue Q [--cups-server S] | --folder PATH)
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from node import config as config_module
-from node import sync_cli
+from node import opscli, sync_cli
 from node.auth import add_user, create_token
 from node.config import KINDS, NodeConfig
 from node.errors import ConfigError, InvalidInput, NodeError
@@ -111,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     p = token.add_parser("revoke", help="revoke an API token")
     data(p)
     p.add_argument("--name", required=True)
+    opscli.add_parsers(sub)
     _device_parsers(sub, data)
     return parser
 
@@ -179,20 +181,33 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
     from aiohttp import web
 
     from node.app import make_app
+    from node.health import readiness_problems
+    from node.reprovision import refuse_if_pending
+    from node.service import serve
+    from node.web.keys import NODE
 
     config = _load(args)
+    refuse_if_pending(config.data_dir)
     if args.listen:
         config = dataclasses.replace(config, listen=args.listen)
         config_module.validate(config)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, port = config.host_port
-    web.run_app(
-        make_app(config),
-        host=host,
-        port=port,
-        print=lambda m: err.write(f"{m}\n"),
-        access_log=None,
-        shutdown_timeout=10,
+    app = make_app(config)
+
+    async def health(app: web.Application) -> list[str]:
+        return await readiness_problems(app[NODE])
+
+    asyncio.run(
+        serve(
+            app,
+            host,
+            port,
+            health=health,
+            ready_status=f"Đang phục vụ {config.node_id} ({config.name}) tại http://{config.listen}/",
+            stopping_status=f"Đang dừng {config.node_id}",
+            announce=lambda line: err.write(f"{line}\n"),
+        )
     )
     return EXIT_OK
 
@@ -369,6 +384,8 @@ def _devices(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     command = args.command
+    if command in opscli.COMMANDS:
+        return opscli.run(args, out, err)
     if command in ("scanner", "printer"):
         return _devices(args, out, err)
     if command == "serve":

@@ -83,6 +83,9 @@ class NodeConfig:
         False, "Always mark the session cookie Secure (it is also set when the request came over HTTPS)."
     )
     low_disk_mb: int = _f(512, "Refuse new scans and warn when free disk space falls below this (MiB).")
+    scan_retention_days: int = _f(
+        30, "Delete local scan files the hub holds, of dossiers closed more than this many days ago."
+    )
     due_soon_hours: int = _f(24, "The 'Hôm nay' page lists dossiers due within this many hours as due soon.")
     log_level: str = _f("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
     sync_interval_seconds: int = _f(
@@ -173,6 +176,8 @@ def _coerce(name: str, value: object, *, from_env: bool) -> object:
         if type(value) is not bool:
             raise ConfigError(f"{where}: phải là true hoặc false, không phải {value!r}")
         return value
+    if value is None and kind == "str | None":  # an empty MOTCUA_NODE_HUB_URL clears the file's value
+        return None
     if not isinstance(value, str):
         raise ConfigError(f"{where}: phải là chuỗi ký tự, không phải {value!r}")
     if kind == "str | None":
@@ -208,6 +213,7 @@ def validate(config: NodeConfig) -> None:
         ("login_max_failures", 1, 1000),
         ("login_window_minutes", 1, 24 * 60),
         ("low_disk_mb", 0, 10**7),
+        ("scan_retention_days", 0, 3650),
         ("due_soon_hours", 1, 24 * 30),
         ("sync_interval_seconds", 1, 3600),
         ("sync_max_backoff_seconds", 1, 3600),

@@ -22,6 +22,7 @@ from node.intake import INTAKE_SQL
 from node.journal import JOURNAL_SQL
 from node.printing import PRINT_SQL
 from node.projection import PROJECTION_SQL
+from node.retention import RETENTION_SQL
 from node.scan_attach import DESKS_SQL
 from node.scan_inbox import SCANS_SQL
 from node.sync_client import SYNC_SQL as SYNC_CLIENT_SQL
@@ -40,6 +41,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("0005_desks", DESKS_SQL),
     # sync with the hub: receipts, sync state, blobs the hub holds, the enrollment (hub link)
     ("0006_sync", SYNC_CLIENT_SQL + HUB_LINK_SQL),
+    ("0007_retention", RETENTION_SQL),
 )
 
 _LEDGER = """

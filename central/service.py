@@ -1,0 +1,117 @@
+"""Running the hub as a service: bind, tell systemd, watch, stop cleanly (``motcua-central serve``).
+
+The same shape as ``node/service.py`` (shared plumbing is duplicated, never imported across packages).
+
+``web.run_app`` cannot say *when* the port is bound, so ``serve`` drives the aiohttp runner itself:
+
+1. ``runner.setup()`` runs every ``cleanup_ctx`` (the hub store opens, migrations apply);
+2. the TCP site starts: the port accepts connections;
+3. only then ``READY=1`` with a ``STATUS=`` line;
+4. a task on the event loop sends ``WATCHDOG=1`` every ``WATCHDOG_USEC/2`` while ``hub_problems`` (the
+   ``/readyz`` checks: a committed write, every migration applied) finds nothing, and a new ``STATUS=``
+   when that changes; a wedged loop or writer stops the pings, and systemd restarts the hub;
+5. SIGTERM/SIGINT: ``STOPPING=1``, the site stops taking requests, the cleanup contexts close the store.
+
+Outside systemd (no ``NOTIFY_SOCKET``) the notifications are no-ops and this is a plain server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+
+from aiohttp import web
+
+from central import sdnotify
+from central.hub import Hub
+from central.monitoring import readiness
+
+__all__ = ["Health", "hub_problems", "serve", "watch"]
+
+log = logging.getLogger("motcua.central.service")
+
+Health = Callable[[], Awaitable[list[str]]]
+"""Returns what keeps the service from being ready (empty list: ready)."""
+
+
+async def hub_problems(hub: Hub) -> list[str]:
+    """What keeps the hub from working (empty when fine): the checks of ``/readyz`` (``readiness``)
+    except free disk space, which ``/readyz`` and the dashboard report but a restart would not cure."""
+    checks = await readiness(hub)
+    return [f"{name}: {result}" for name, result in checks.items() if result != "ok" and name != "disk_free"]
+
+
+async def watch(
+    health: Health,
+    *,
+    ok_status: str,
+    environ: Mapping[str, str] | None = None,
+    interval: float | None = None,
+) -> None:
+    """Ping the watchdog while ``health()`` finds no problem; report changes as ``STATUS=``.
+
+    ``interval`` defaults to half of ``WATCHDOG_USEC``; without a watchdog nothing runs. The check has
+    the interval as its time limit: a check that hangs counts as a failure (no ping).
+    """
+    every = sdnotify.watchdog_interval(environ) if interval is None else interval
+    if every is None:
+        return
+    last: tuple[str, ...] = ()  # READY=1 carried the status for "no problem"
+    while True:
+        try:
+            problems = await asyncio.wait_for(health(), timeout=every)
+        except TimeoutError:
+            problems = ["health check timed out"]
+        if not problems:
+            sdnotify.notify("WATCHDOG=1", environ=environ)
+        current = tuple(problems)
+        if current != last:
+            text = ok_status if not problems else "not ready: " + "; ".join(problems)
+            sdnotify.notify(f"STATUS={text}", environ=environ)
+            if problems:
+                log.warning("not ready: %s", "; ".join(problems))
+            last = current
+        await asyncio.sleep(every)
+
+
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    health: Callable[[web.Application], Awaitable[list[str]]],
+    ready_status: str,
+    stopping_status: str,
+    shutdown_timeout: float = 10.0,
+    announce: Callable[[str], None] = lambda _line: None,
+) -> None:
+    """Serve ``app`` on host:port until SIGTERM or SIGINT, speaking sd_notify along the way."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    watchdog: asyncio.Task[None] | None = None
+    try:
+        sdnotify.notify("STATUS=opening the hub database")
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        announce(f"======== Running on {site.name} ========")
+        sdnotify.notify(f"READY=1\nSTATUS={ready_status}")
+        watchdog = asyncio.create_task(
+            watch(lambda: health(app), ok_status=ready_status), name="systemd-watchdog"
+        )
+        await stop.wait()
+        sdnotify.notify(f"STOPPING=1\nSTATUS={stopping_status}")
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+        await runner.cleanup()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

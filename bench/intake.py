@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import sqlite3
 import statistics
@@ -104,6 +105,19 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("the node did not become ready")
 
 
+def _profile(pid: int) -> subprocess.Popen[bytes] | None:
+    """Investigation aid: with MOTCUA_BENCH_PYSPY=PATH (and py-spy installed by hand), sample the node."""
+    out = os.environ.get("MOTCUA_BENCH_PYSPY")
+    if not out:
+        return None
+    cmd = ["py-spy", "record", "--pid", str(pid), "-r", "250", "-f", "raw", "-o", out, "--threads"]
+    if os.environ.get("MOTCUA_BENCH_PYSPY_IDLE"):
+        cmd.append("--idle")
+    profiler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # let py-spy attach before the run starts
+    return profiler
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=16)
@@ -146,10 +160,15 @@ def main() -> None:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        profiler = None
         try:
             _wait_ready(port, proc)
+            profiler = _profile(proc.pid)
             latencies, elapsed = asyncio.run(drive(port, token, args.clients, args.dossiers))
         finally:
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(timeout=60)
             proc.terminate()
             proc.wait(timeout=30)
         verify = subprocess.run([*CLI, "verify", "--data", str(data)], capture_output=True, text=True)

@@ -105,6 +105,20 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("the node did not become ready")
 
 
+def _cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of ``pid``, by thread id."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[task.name] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def _profile(pid: int) -> subprocess.Popen[bytes] | None:
     """Investigation aid: with MOTCUA_BENCH_PYSPY=PATH (and py-spy installed by hand), sample the node."""
     out = os.environ.get("MOTCUA_BENCH_PYSPY")
@@ -164,7 +178,9 @@ def main() -> None:
         try:
             _wait_ready(port, proc)
             profiler = _profile(proc.pid)
+            cpu_before = _cpu_seconds(proc.pid)
             latencies, elapsed = asyncio.run(drive(port, token, args.clients, args.dossiers))
+            node_cpu = {k: v - cpu_before.get(k, 0.0) for k, v in _cpu_seconds(proc.pid).items()}
         finally:
             if profiler is not None:
                 profiler.send_signal(signal.SIGINT)
@@ -184,6 +200,14 @@ def main() -> None:
     p50 = statistics.median(ms)
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
     rate = len(ms) / elapsed
+    n = len(ms)
+    main_cpu = node_cpu.get(str(proc.pid), 0.0)
+    print(
+        f"node CPU per dossier: {1000 * sum(node_cpu.values()) / n:.2f} ms in all threads,"
+        f" {1000 * main_cpu / n:.2f} ms on the event loop; run {elapsed:.1f} s,"
+        f" load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     figure("sqlite_commit_ceiling", ceiling, "commits/s", 1.0, 1.0)
     figure("intake_rate", rate, "dossiers/s", rate / ceiling, 0.1)
     figure("intake_p50", p50, "ms", p50 / 25.0, 1.0, lower_is_better=True)

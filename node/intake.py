@@ -15,7 +15,9 @@ leaves a gap, never a duplicate: an uncommitted code was never printed.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -158,6 +160,20 @@ async def remember(
             "INSERT INTO idempotency VALUES (?,?,?,?,?,?,?,?,?)",
             (key, print_, actor, code, entry.kind, entry.log, entry.epoch, entry.seq, wall),
         )
+
+
+_HASHERS: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _hashers() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that hash lookup codes (PBKDF2 runs without the GIL): one per core, first come first
+    served. More would only share the same cores, so every hash would take longer and the event
+    loop would get less CPU; asyncio's default pool is also used by other work."""
+    global _HASHERS
+    if _HASHERS is None:
+        workers = os.cpu_count() or 1
+        _HASHERS = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="lookup-hash")
+    return _HASHERS
 
 
 def _chunks(values: list[str]) -> list[list[str]]:
@@ -409,11 +425,14 @@ class Desk:
         submitted = False
         try:
             lookup = new_lookup_code(os.urandom(16))
-            lookup_hash = await asyncio.to_thread(
-                hash_lookup_code,
-                str(code),
-                lookup,
-                **({"iterations": self.lookup_iterations} if self.lookup_iterations else {}),
+            lookup_hash = await asyncio.get_running_loop().run_in_executor(
+                _hashers(),
+                functools.partial(
+                    hash_lookup_code,
+                    str(code),
+                    lookup,
+                    **({"iterations": self.lookup_iterations} if self.lookup_iterations else {}),
+                ),
             )
             assert line is not None
             body = builders.received_body(

@@ -234,12 +234,12 @@ class Journal:
         results: list[Entry | NodeError] = []
         if not any(isinstance(p, tuple) for p in prepared):
             return [p for p in prepared if isinstance(p, NodeError)]
-        async with db.execute(
+        rows = await db.execute_fetchall(
             "SELECT seq, hash, time_ms, time_n FROM entries WHERE log = ? AND epoch = ?"
             " ORDER BY seq DESC LIMIT 1",
             (self.node_id, self.epoch),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
+        row = next(iter(rows), None)
         if row is None:
             raise JournalError(detail=f"log {self.node_id} epoch {self.epoch} has no genesis")
         seq, prev, last = int(row[0]), str(row[1]), (int(row[2]), int(row[3]))

@@ -139,9 +139,22 @@ def record_of(entry: Entry) -> EventRecord:
     return EventRecord(entry.log, entry.epoch, entry.seq, entry.time, entry.kind, entry.body, entry.hash)
 
 
+_FIELDS: dict[type, tuple[str, ...] | None] = {}  # dataclass field names per class (None: not one)
+
+
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    try:
+        return _FIELDS[cls]
+    except KeyError:
+        names = tuple(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else None
+        _FIELDS[cls] = names
+        return names
+
+
 def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    names = _field_names(type(value))
+    if names is not None:
+        return {name: _plain(getattr(value, name)) for name in names}
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -151,7 +164,10 @@ def _plain(value: Any) -> Any:
 
 def state_to_json(state: DossierState) -> str:
     """The folded state as deterministic JSON (timeline and conflicts live in their own tables)."""
-    data = _plain(dataclasses.replace(state, timeline=(), conflicts=()))
+    data = {
+        name: [] if name in ("timeline", "conflicts") else _plain(getattr(state, name))
+        for name in _field_names(type(state)) or ()
+    }
     return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 

@@ -213,3 +213,21 @@ async def test_commit_failure_answers_every_request_with_the_error(node: Node, s
     assert len(await node.store.fetchall("SELECT * FROM entries")) == 1
     ok = await node.desk.receive(_person(9), actor="an.nv")
     assert ok.seq == 2 and ok.code.endswith("-1000")
+
+
+async def test_state_json_is_the_dataclass_as_json(node: Node) -> None:
+    """``state_to_json`` (field names cached per class) equals the plain definition, for busy states."""
+    import dataclasses
+    import json
+
+    from protocol.dossier.fold import fold
+    from tests.node.test_core_journal import _busy_node
+
+    await _busy_node(node)
+    rows = await node.store.fetchall("SELECT raw FROM entries")
+    states = fold([projection.record_of(Entry.parse(bytes(r[0]))) for r in rows]).dossiers
+    assert len(states) == 7
+    for state in states.values():
+        plain = dataclasses.asdict(dataclasses.replace(state, timeline=(), conflicts=()))
+        expected = json.dumps(plain, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        assert projection.state_to_json(state) == expected

@@ -7,9 +7,19 @@ appends ``dossier.received``; the answer comes after the commit. An idempotency 
 submit return the first result instead of a second dossier.
 
 Code allocation: the highest sequence already used in this node's block on that day is read from the
-log (every epoch), plus codes reserved by receptions still in flight (the lookup code's PBKDF2 runs
-outside the writer lock, so several receptions proceed at once). A reservation that never commits
-leaves a gap, never a duplicate: an uncommitted code was never printed.
+log (every epoch) once, then moved forward by this desk's commits, plus codes reserved by receptions
+still in flight (the lookup code's PBKDF2 runs on a per-core thread pool outside the writer lock, so
+several receptions proceed at once). A reservation that never commits is released and may be given
+again, never twice: an uncommitted code was never printed. A reservation is released only when its
+reception's transaction has ended, even if the request went away before.
+
+Group commit: a reception ready to be written joins a queue; one background task writes the whole queue
+in one transaction (one fsync: ``Journal.append_many``, ``executemany`` for the rows), then answers each
+request, only after that COMMIT. What arrives meanwhile forms the next group. A request whose
+idempotency key is already in the group waits for the next one (and is then a replay). If the group's
+transaction fails, each of its receptions is retried alone in its own transaction, so one bad request
+answers its own error and never loses or half-writes the others; if a COMMIT fails, nobody in that
+group is told their dossier was recorded.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ After each dossier entry is inserted, ``apply`` refolds that dossier from *all* 
 store (every log, every epoch) with ``protocol.dossier.fold`` and rewrites its rows. ``rebuild`` does the
 same for every dossier from an empty slate, so the incremental path and a full refold are the same
 computation; ``motcua-node verify`` checks that the stored tables equal a refold (``snapshot``).
+``apply_many`` (a group commit) inserts a brand-new dossier's rows directly: its refold is the fold of
+its one creating event, and its counters are increments of what a recount would find.
 
 Tables: ``dossiers`` (one row per dossier: status, applicant, dates, search keys, the folded state as
 JSON), ``timeline`` (applied events), ``conflicts`` (events the fold could not apply), ``counters``

@@ -414,7 +414,7 @@ class Desk:
         desk: str | None = None,
     ) -> Recorded:
         """Validate, allocate, append ``dossier.received`` (and queue its receipt); return after commit."""
-        print_ = fingerprint("dossier.received", None, data)
+        print_ = fingerprint("dossier.received", None, data) if idempotency_key is not None else ""
         replay = await self._replay(idempotency_key, print_)
         if replay is not None:
             return replay
@@ -481,7 +481,7 @@ class Desk:
         self, data: Mapping[str, Any], *, actor: str, idempotency_key: str | None = None
     ) -> Recorded:
         """Refuse a dossier at reception (Phiếu từ chối): a code is allocated for the refusal notice."""
-        print_ = fingerprint("dossier.refused", None, data)
+        print_ = fingerprint("dossier.refused", None, data) if idempotency_key is not None else ""
         replay = await self._replay(idempotency_key, print_)
         if replay is not None:
             return replay

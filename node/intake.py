@@ -582,11 +582,11 @@ class Desk:
 
     def _finish(self, item: _Pending, outcome: Recorded | BaseException) -> None:
         """Answer one request after its group's transaction ended; its code is then in the log or free."""
+        if item.done.done():  # answered already (only this method sets it): its code is not ours now
+            return
         if isinstance(outcome, Recorded) and not outcome.replayed:
             self._used(item.code, item.book, item.line)
         self._release(item.code, item.book, item.line)
-        if item.done.done():
-            return
         if isinstance(outcome, Recorded):
             item.done.set_result(outcome)
         elif isinstance(outcome, asyncio.CancelledError):

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from node import actions, dossiers
 from node.errors import DUMPS, InvalidInput
-from node.health import readiness_checks
+from node.health import WARNINGS, readiness_checks
 from node.openapi import openapi
 from node.sync_service import dossier_hub, sync_banner
 from node.syncstate import sync_summary
@@ -209,7 +209,7 @@ async def readyz(request: web.Request) -> web.Response:
             dumps=DUMPS,
         )
     checks = await readiness_checks(node)
-    failed = sorted(name for name, result in checks.items() if result != "ok")
+    failed = sorted(name for name, result in checks.items() if result != "ok" and name not in WARNINGS)
     body: dict[str, Any] = {
         "status": "ready" if not failed else "not_ready",
         "failed": failed,

@@ -13,10 +13,16 @@ import shutil
 from node.migrations import MIGRATIONS, applied
 from node.provision import Node
 
-__all__ = ["MIN_FREE_BYTES", "readiness_checks", "readiness_problems"]
+__all__ = ["MIN_FREE_BYTES", "WARNINGS", "readiness_checks", "readiness_problems"]
 
 
-MIN_FREE_BYTES = 64 * 1024 * 1024
+MIN_FREE_BYTES = 1024 * 1024
+"""Below this the database itself can no longer grow safely: not ready. The configured low-disk
+watermark (``low_disk_mb``, which stops scan intake) only adds a warning: intake still works."""
+
+
+WARNINGS = frozenset({"low_disk_warning"})
+"""Checks reported by /readyz that do not make the node unready."""
 
 
 async def readiness_checks(node: Node) -> dict[str, str]:
@@ -36,6 +42,8 @@ async def readiness_checks(node: Node) -> dict[str, str]:
     try:
         free = shutil.disk_usage(node.config.data_dir).free
         checks["disk_free"] = "ok" if free >= MIN_FREE_BYTES else f"only {free} bytes free"
+        if free < node.config.low_disk_mb * 1024 * 1024:
+            checks["low_disk_warning"] = f"{free // (1024 * 1024)} MiB free, below low_disk_mb"
     except OSError as exc:
         checks["disk_free"] = f"OSError: {exc}"[:200]
     return checks
@@ -44,4 +52,4 @@ async def readiness_checks(node: Node) -> dict[str, str]:
 async def readiness_problems(node: Node) -> list[str]:
     """What keeps the node from being ready (empty when ready): used by /readyz and the systemd watchdog."""
     checks = await readiness_checks(node)
-    return [checks[name] for name in sorted(checks) if checks[name] != "ok"]
+    return [checks[name] for name in sorted(checks) if checks[name] != "ok" and name not in WARNINGS]

@@ -30,7 +30,7 @@ from tests.node.conftest import FAST_LOOKUP, PASSWORD, csrf_of, reception
 
 UNIT = "000.00.01.H26"
 OTHER = "000.00.02.H26-261122-0001"  # a dossier of another unit/branch: never served here
-PUBLIC_GET = {"/dang-nhap", "/healthz", "/readyz", "/api/v1/openapi.json"}
+PUBLIC_GET = {"/dang-nhap", "/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"}
 
 
 @pytest.fixture
@@ -200,7 +200,7 @@ async def test_every_route_has_a_rule(node_client) -> None:  # type: ignore[no-u
         "/dang-nhap", "/dang-xuat", "/", "/hom-nay", "/ho-so/moi", "/ho-so/han-tra", "/ho-so/{code}",
         "/ho-so/{code}/{action}", "/tim-kiem", "/api/v1/openapi.json", "/api/v1/procedures",
         "/api/v1/due-date", "/api/v1/dossiers", "/api/v1/refusals", "/api/v1/dossiers/{code}",
-        "/api/v1/dossiers/{code}/events", "/api/v1/status", "/healthz", "/readyz",
+        "/api/v1/dossiers/{code}/events", "/api/v1/status", "/healthz", "/readyz", "/metrics",
         # devices (scans inbox, printers, the desk's open dossier): pages, session + CSRF like the rest
         "/ban-quet", "/ban-quet/{scan_id}/gan", "/ban-quet/{scan_id}/huy", "/ban-quet/{sha256}/anh.png",
         "/ban-quet/{sha256}/tep", "/in/{code}/{form}", "/may-in", "/may-in/lenh/{job_id}/{op}", "/quay/dong",

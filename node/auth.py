@@ -290,12 +290,10 @@ class Auth:
 
     async def bearer(self, token: str) -> Principal:
         """The principal of an API token; 401 if unknown or revoked."""
-        async with self.store.read() as db:
-            async with db.execute(
-                "SELECT name, role, revoked_at, last_used_at FROM api_tokens WHERE token_hash = ?",
-                (_sha256(token),),
-            ) as cursor:
-                row = await cursor.fetchone()
+        row = await self.store.fetchone(  # one trip to the reader: this runs on every API request
+            "SELECT name, role, revoked_at, last_used_at FROM api_tokens WHERE token_hash = ?",
+            (_sha256(token),),
+        )
         if row is None or row[2] is not None:
             raise AuthRequired("Token API không hợp lệ hoặc đã bị thu hồi.")
         now = _ms()

@@ -7,18 +7,32 @@ appends ``dossier.received``; the answer comes after the commit. An idempotency 
 submit return the first result instead of a second dossier.
 
 Code allocation: the highest sequence already used in this node's block on that day is read from the
-log (every epoch), plus codes reserved by receptions still in flight (the lookup code's PBKDF2 runs
-outside the writer lock, so several receptions proceed at once). A reservation that never commits
-leaves a gap, never a duplicate: an uncommitted code was never printed.
+log (every epoch) once, then moved forward by this desk's commits, plus codes reserved by receptions
+still in flight (the lookup code's PBKDF2 runs on a per-core thread pool outside the writer lock, so
+several receptions proceed at once). A reservation that never commits is released and may be given
+again, never twice: an uncommitted code was never printed. A reservation is released only when its
+reception's transaction has ended, even if the request went away before.
+
+Group commit: a reception ready to be written joins a queue; one background task writes the whole queue
+in one transaction (one fsync: ``Journal.append_many``, ``executemany`` for the rows), then answers each
+request, only after that COMMIT. What arrives meanwhile forms the next group. A request whose
+idempotency key is already in the group waits for the next one (and is then a replay). If the group's
+transaction fails, each of its receptions is retried alone in its own transaction, so one bad request
+answers its own error and never loses or half-writes the others; if a COMMIT fails, nobody in that
+group is told their dossier was recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
+import functools
 import hashlib
+import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -26,7 +40,7 @@ from typing import Any, Protocol
 
 import aiosqlite
 
-from node.errors import CodeExhausted, Conflict, InvalidInput, NodeError
+from node.errors import CodeExhausted, Conflict, InvalidInput, JournalError, NodeError
 from node.inputs import ID_TYPES, InputReader
 from node.journal import Journal
 from node.store import Store
@@ -46,6 +60,8 @@ from protocol.dossier.model import Applicant, DocumentItem, ProcedureRef, Regist
 from protocol.encoding import canonical, nfc
 from protocol.entry import NODE_ID_RE, Entry
 from protocol.errors import BodyInvalid, CalendarNotCovered, CodeBlockExhausted, UnknownProcedure
+
+log = logging.getLogger("motcua.node.intake")
 
 __all__ = [
     "INTAKE_SQL",
@@ -156,13 +172,67 @@ async def remember(
         )
 
 
+_HASHERS: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _hashers() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that hash lookup codes (PBKDF2 runs without the GIL): one per core, first come first
+    served. More would only share the same cores, so every hash would take longer and the event
+    loop would get less CPU; asyncio's default pool is also used by other work."""
+    global _HASHERS
+    if _HASHERS is None:
+        workers = os.cpu_count() or 1
+        _HASHERS = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="lookup-hash")
+    return _HASHERS
+
+
+def _chunks(values: list[str]) -> list[list[str]]:
+    return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)]
+
+
+def _retrieve(done: asyncio.Future[Recorded]) -> None:
+    """Mark a failed answer as seen even when its request went away before it came."""
+    if not done.cancelled():
+        done.exception()
+
+
 @dataclass(slots=True)
 class _Reservations:
-    """Codes handed out but not yet committed, per (unit, day)."""
+    """Codes handed out but not yet committed, per (unit, day), and the highest ones committed.
+
+    ``used``/``line_top`` are read from the store once (per day, per register book) and then moved
+    forward by this desk's own commits, so a reception does not query the store to allocate. Only this
+    desk writes codes of its block and lines of its book; a group commit still checks that none of its
+    codes is in the log already (and drops these caches if one is).
+    """
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     codes: dict[tuple[str, date], set[int]] = field(default_factory=dict)
     lines: dict[str, set[int]] = field(default_factory=dict)
+    used: dict[tuple[str, date], int | None] = field(default_factory=dict)
+    line_top: dict[str, int] = field(default_factory=dict)
+
+
+_DEFER = object()  # a second request with the same idempotency key in one group: next group
+_CHUNK = 500  # host parameters per IN (...) query
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    """One reception or refusal waiting for the group commit."""
+
+    kind: str
+    body: dict[str, Any]
+    actor: str
+    code: DossierCode
+    line: int | None
+    book: str | None
+    print_: str
+    key: str | None
+    now: int
+    lookup: str | None
+    receipt: Any | None
+    done: asyncio.Future[Recorded]
 
 
 class ReceiptHook(Protocol):
@@ -192,6 +262,8 @@ class Desk:
     wall: Any = field(default=lambda: time.time_ns() // 1_000_000)
     receipts: ReceiptHook | None = None
     _reserved: _Reservations = field(default_factory=_Reservations)
+    _queue: list[_Pending] = field(default_factory=list)
+    _flusher: asyncio.Task[None] | None = None
 
     # -- reading input -----------------------------------------------------------------------------
 
@@ -304,7 +376,9 @@ class Desk:
         r = self._reserved
         async with r.lock:
             held = r.codes.setdefault((self.unit_code, day), set())
-            used = await self._used_max(day)
+            if (self.unit_code, day) not in r.used:
+                r.used[(self.unit_code, day)] = await self._used_max(day)
+            used = r.used[(self.unit_code, day)]
             top = max([*held, *([used] if used is not None else [])], default=None)
             try:
                 code = allocate_code(self.unit_code, day, self.block, top)
@@ -314,9 +388,25 @@ class Desk:
             line = None
             if book is not None:
                 lines = r.lines.setdefault(book, set())
-                line = max([await self._max_line(book), *lines]) + 1
+                if book not in r.line_top:
+                    r.line_top[book] = await self._max_line(book)
+                line = max([r.line_top[book], *lines]) + 1
                 lines.add(line)
             return code, line
+
+    def _used(self, code: DossierCode, book: str | None, line: int | None) -> None:
+        """After a commit: ``code`` (and ``line``) are in the log now."""
+        r = self._reserved
+        key = (code.unit, code.day)
+        if key in r.used:
+            r.used[key] = max(code.seq, r.used[key] or 0)
+        if book is not None and line is not None and book in r.line_top:
+            r.line_top[book] = max(line, r.line_top[book])
+
+    def _forget(self) -> None:
+        """Read the highest codes and lines from the store again at the next allocation."""
+        self._reserved.used.clear()
+        self._reserved.line_top.clear()
 
     def _release(self, code: DossierCode, book: str | None, line: int | None) -> None:
         self._reserved.codes.get((self.unit_code, code.day), set()).discard(code.seq)
@@ -334,7 +424,7 @@ class Desk:
         desk: str | None = None,
     ) -> Recorded:
         """Validate, allocate, append ``dossier.received`` (and queue its receipt); return after commit."""
-        print_ = fingerprint("dossier.received", None, data)
+        print_ = fingerprint("dossier.received", None, data) if idempotency_key is not None else ""
         replay = await self._replay(idempotency_key, print_)
         if replay is not None:
             return replay
@@ -353,13 +443,17 @@ class Desk:
         due = self._due(procedure, now)
         book = f"{self.journal.node_id}-{today.year}"
         code, line = await self._reserve(today, book)
+        submitted = False
         try:
             lookup = new_lookup_code(os.urandom(16))
-            lookup_hash = await asyncio.to_thread(
-                hash_lookup_code,
-                str(code),
-                lookup,
-                **({"iterations": self.lookup_iterations} if self.lookup_iterations else {}),
+            lookup_hash = await asyncio.get_running_loop().run_in_executor(
+                _hashers(),
+                functools.partial(
+                    hash_lookup_code,
+                    str(code),
+                    lookup,
+                    **({"iterations": self.lookup_iterations} if self.lookup_iterations else {}),
+                ),
             )
             assert line is not None
             body = builders.received_body(
@@ -380,29 +474,25 @@ class Desk:
             receipt = (
                 await self.receipts.prepare(body, lookup, procedure, actor, desk) if self.receipts else None
             )
-            async with self.store.write() as db:
-                replay_row = await idempotent_result(db, idempotency_key, print_)
-                if replay_row is not None:
-                    return await self._recorded_from(db, replay_row, replayed=True)
-                entry = await self.journal.append(db, "dossier.received", body, actor=actor)
-                await db.execute("INSERT INTO lookup_codes VALUES (?,?,?)", (str(code), lookup, now))
-                await remember(db, idempotency_key, print_, actor, entry, str(code), now)
-                if receipt is not None and self.receipts is not None:
-                    await self.receipts.commit(db, receipt)
-                result = await self._recorded(db, entry, str(code), lookup_code=format_lookup_code(lookup))
-            if receipt is not None and self.receipts is not None:
+            submitted = True  # from here on the group commit releases the reservation
+            result = await self._submit(
+                "dossier.received", body, actor, code, line, book, print_, idempotency_key, now, lookup,
+                receipt,
+            )
+            if receipt is not None and self.receipts is not None and not result.replayed:
                 self.receipts.committed(receipt)
         except BodyInvalid as exc:
             raise InvalidInput({exc.field or "body": exc.reason}) from None
         finally:
-            self._release(code, book, line)
+            if not submitted:
+                self._release(code, book, line)
         return result
 
     async def refuse(
         self, data: Mapping[str, Any], *, actor: str, idempotency_key: str | None = None
     ) -> Recorded:
         """Refuse a dossier at reception (Phiếu từ chối): a code is allocated for the refusal notice."""
-        print_ = fingerprint("dossier.refused", None, data)
+        print_ = fingerprint("dossier.refused", None, data) if idempotency_key is not None else ""
         replay = await self._replay(idempotency_key, print_)
         if replay is not None:
             return replay
@@ -415,6 +505,7 @@ class Desk:
         reader.check()
         assert procedure is not None and applicant is not None and reason is not None
         code, _ = await self._reserve(today, None)
+        submitted = False
         try:
             body = builders.refused_body(
                 dossier=str(code),
@@ -424,17 +515,190 @@ class Desk:
                 procedure=ProcedureRef(procedure.code, procedure.version),
                 channel=1,
             )
-            async with self.store.write() as db:
-                replay_row = await idempotent_result(db, idempotency_key, print_)
-                if replay_row is not None:
-                    return await self._recorded_from(db, replay_row, replayed=True)
-                entry = await self.journal.append(db, "dossier.refused", body, actor=actor)
-                await remember(db, idempotency_key, print_, actor, entry, str(code), now)
-                return await self._recorded(db, entry, str(code))
+            submitted = True  # from here on the group commit releases the reservation
+            return await self._submit(
+                "dossier.refused", body, actor, code, None, None, print_, idempotency_key, now, None, None
+            )
         except BodyInvalid as exc:
             raise InvalidInput({exc.field or "body": exc.reason}) from None
         finally:
-            self._release(code, None, None)
+            if not submitted:
+                self._release(code, None, None)
+
+    # -- group commit --------------------------------------------------------------------------------
+
+    async def _submit(
+        self,
+        kind: str,
+        body: dict[str, Any],
+        actor: str,
+        code: DossierCode,
+        line: int | None,
+        book: str | None,
+        print_: str,
+        key: str | None,
+        now: int,
+        lookup: str | None,
+        receipt: Any | None,
+    ) -> Recorded:
+        """Queue one reception for the group commit; its answer comes after the commit that holds it.
+
+        Receptions arriving while a group is being written wait for the next group, which the same
+        background task writes as soon as the writer is free: one transaction and one fsync for all of
+        them, each answered only after that COMMIT. The wait is shielded: a request that goes away
+        never cancels the group it is in.
+        """
+        done: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_retrieve)
+        self._queue.append(
+            _Pending(kind, body, actor, code, line, book, print_, key, now, lookup, receipt, done)
+        )
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="intake-group-commit")
+        return await asyncio.shield(done)
+
+    async def _flush(self) -> None:
+        """Write queued receptions, a group per transaction, until the queue is empty."""
+        while self._queue:
+            group, self._queue = self._queue, []
+            try:
+                await self._commit(group)
+            except BaseException as exc:  # cancelled (shutdown) or a bug: nobody may wait forever
+                for item in group + self._queue:
+                    self._finish(item, exc)
+                self._queue = []
+                raise
+
+    async def _commit(self, group: list[_Pending]) -> None:
+        """One transaction for ``group``; if it fails, each request alone, so one cannot sink the rest."""
+        try:
+            async with self.store.write() as db:
+                outcomes = await self._write_group(db, group)
+        except Exception as exc:
+            if len(group) == 1:
+                self._finish(group[0], exc)
+                return
+            log.warning("group commit of %d receptions failed (%r); writing each alone", len(group), exc)
+            for item in group:
+                await self._commit([item])
+            return
+        deferred = []
+        for item, outcome in zip(group, outcomes, strict=True):
+            if outcome is _DEFER:
+                deferred.append(item)
+            else:
+                assert isinstance(outcome, Recorded | Exception)
+                self._finish(item, outcome)
+        self._queue[:0] = deferred
+
+    def _finish(self, item: _Pending, outcome: Recorded | BaseException) -> None:
+        """Answer one request after its group's transaction ended; its code is then in the log or free."""
+        if item.done.done():  # answered already (only this method sets it): its code is not ours now
+            return
+        if isinstance(outcome, Recorded) and not outcome.replayed:
+            self._used(item.code, item.book, item.line)
+        self._release(item.code, item.book, item.line)
+        if isinstance(outcome, Recorded):
+            item.done.set_result(outcome)
+        elif isinstance(outcome, asyncio.CancelledError):
+            item.done.cancel()
+        else:
+            item.done.set_exception(outcome)
+
+    async def _write_group(self, db: aiosqlite.Connection, group: list[_Pending]) -> list[object]:
+        """Inside the transaction: replays, then every new entry (``Journal.append_many``) and its rows."""
+        outcomes: list[object] = [None] * len(group)
+        keys = sorted({item.key for item in group if item.key is not None})
+        known: dict[str, tuple[object, ...]] = {}
+        for chunk in _chunks(keys):
+            rows = await db.execute_fetchall(
+                "SELECT key, fingerprint, dossier, log, epoch, seq, kind FROM idempotency"
+                f" WHERE key IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            known.update((str(r[0]), tuple(r)) for r in rows)
+        fresh: list[int] = []
+        seen: set[str] = set()
+        for i, item in enumerate(group):
+            if item.key is not None:
+                row = known.get(item.key)
+                if row is not None:
+                    if row[1] != item.print_:
+                        outcomes[i] = Conflict(
+                            "Khóa chống gửi trùng (Idempotency-Key) đã được dùng cho một yêu cầu khác."
+                        )
+                    else:
+                        found = (str(row[2]), str(row[3]), int(row[4]), int(row[5]), str(row[6]))  # type: ignore[call-overload]
+                        outcomes[i] = await self._recorded_from(db, found, replayed=True)
+                    continue
+                if item.key in seen:
+                    outcomes[i] = _DEFER
+                    continue
+                seen.add(item.key)
+            fresh.append(i)
+        codes = [str(group[i].code) for i in fresh]
+        taken: set[str] = {c for c, n in Counter(codes).items() if n > 1}
+        for chunk in _chunks(codes):
+            rows = await db.execute_fetchall(
+                f"SELECT DISTINCT dossier FROM entries WHERE dossier IN ({','.join('?' * len(chunk))})", chunk
+            )
+            taken.update(str(r[0]) for r in rows)
+        if taken:  # never a second dossier under a code: the store holds codes this desk did not count
+            self._forget()
+            for i in fresh:
+                if str(group[i].code) in taken:
+                    outcomes[i] = JournalError(
+                        "Số hồ sơ vừa cấp đã có trong nhật ký; vui lòng gửi lại.", detail=str(group[i].code)
+                    )
+            fresh = [i for i in fresh if outcomes[i] is None]
+        results = await self.journal.append_many(
+            db, [(group[i].kind, group[i].body, group[i].actor) for i in fresh]
+        )
+        written: list[tuple[int, Entry]] = []
+        for i, result in zip(fresh, results, strict=True):
+            if isinstance(result, Entry):
+                written.append((i, result))
+            else:
+                outcomes[i] = result
+        if not written:
+            return outcomes
+        lookups = [(str(group[i].code), group[i].lookup, group[i].now) for i, _ in written if group[i].lookup]
+        if lookups:
+            await db.executemany("INSERT INTO lookup_codes VALUES (?,?,?)", lookups)
+        remembered = [
+            (item.key, item.print_, item.actor, str(item.code), e.kind, e.log, e.epoch, e.seq, item.now)
+            for item, e in ((group[i], e) for i, e in written)
+            if item.key is not None
+        ]
+        if remembered:
+            await db.executemany("INSERT INTO idempotency VALUES (?,?,?,?,?,?,?,?,?)", remembered)
+        if self.receipts is not None:
+            for i, _ in written:
+                if group[i].receipt is not None:
+                    await self.receipts.commit(db, group[i].receipt)
+        states: dict[str, tuple[int, str, int | None]] = {}
+        for chunk in _chunks([str(group[i].code) for i, _ in written]):
+            marks = ",".join("?" * len(chunk))
+            rows = await db.execute_fetchall(
+                f"SELECT code, national, state, due_at FROM dossiers WHERE code IN ({marks})", chunk
+            )
+            states.update((str(r[0]), (int(r[1]), str(r[2]), r[3])) for r in rows)
+        for i, entry in written:
+            item = group[i]
+            status, state, due = states.get(str(item.code), (0, "pending", None))
+            outcomes[i] = Recorded(
+                str(item.code),
+                entry.kind,
+                entry.log,
+                entry.epoch,
+                entry.seq,
+                entry.hash,
+                status,
+                state,
+                due,
+                format_lookup_code(item.lookup) if item.lookup else None,
+            )
+        return outcomes
 
     async def _replay(self, key: str | None, print_: str) -> Recorded | None:
         if key is None:

@@ -12,14 +12,14 @@ The sync client reads the log through ``entries_after(epoch, seq)`` and ``head()
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from node.errors import InvalidInput, JournalError
+from node.errors import InvalidInput, JournalError, NodeError
 from node.syncgate import AppendBlocked, clock_for_append, read_gate
 from protocol import kinds
 from protocol.chain import ChainState, verify_next
@@ -64,7 +64,8 @@ CREATE INDEX entries_time ON entries (time_ms, time_n);
 """
 
 Projector = Callable[[aiosqlite.Connection, Entry], Awaitable[None]]
-"""Updates projection rows for one freshly inserted entry, inside the same transaction."""
+"""Updates projection rows for one freshly inserted entry, inside the same transaction. A projector may
+carry ``many(db, entries)``: the same for several entries at once (``Journal.append_many`` uses it)."""
 
 Wall = Callable[[], int]
 
@@ -85,29 +86,35 @@ def _invalid(exc: BodyInvalid) -> InvalidInput:
     return InvalidInput({field: exc.reason}, "Nội dung sự kiện không hợp lệ; không ghi vào nhật ký.")
 
 
-async def insert_entry(db: aiosqlite.Connection, entry: Entry, *, recorded_at: int) -> None:
-    """Insert one entry row (own log or another log the node stores, e.g. a hub mailbox)."""
+_INSERT_ENTRY = (
+    "INSERT INTO entries (log, epoch, seq, hash, prev, time_ms, time_n, kind, dossier, actor, raw,"
+    " recorded_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _entry_row(entry: Entry, recorded_at: int) -> tuple[object, ...]:
     body = entry.body
     dossier = body.get("dossier") if isinstance(body.get("dossier"), str) else None
     actor = body.get("actor") if isinstance(body.get("actor"), str) else None
-    await db.execute(
-        "INSERT INTO entries (log, epoch, seq, hash, prev, time_ms, time_n, kind, dossier, actor, raw,"
-        " recorded_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            entry.log,
-            entry.epoch,
-            entry.seq,
-            entry.hash,
-            entry.prev,
-            entry.time[0],
-            entry.time[1],
-            entry.kind,
-            dossier,
-            actor,
-            entry.raw,
-            recorded_at,
-        ),
+    return (
+        entry.log,
+        entry.epoch,
+        entry.seq,
+        entry.hash,
+        entry.prev,
+        entry.time[0],
+        entry.time[1],
+        entry.kind,
+        dossier,
+        actor,
+        entry.raw,
+        recorded_at,
     )
+
+
+async def insert_entry(db: aiosqlite.Connection, entry: Entry, *, recorded_at: int) -> None:
+    """Insert one entry row (own log or another log the node stores, e.g. a hub mailbox)."""
+    await db.execute(_INSERT_ENTRY, _entry_row(entry, recorded_at))
 
 
 @dataclass(slots=True)
@@ -194,24 +201,48 @@ class Journal:
         ``body`` gets ``actor`` (dossier events) and is NFC-normalised. Raises ``InvalidInput`` for a
         body that fails validation (nothing is written) and ``JournalError`` if the log has no head.
         """
-        kind = str(kind)  # a StrEnum member is signed as its plain value
+        [result] = await self.append_many(db, [(kind, body, actor)])
+        if isinstance(result, NodeError):
+            raise result
+        return result
+
+    async def append_many(
+        self, db: aiosqlite.Connection, items: Sequence[tuple[str, Mapping[str, Any], str]]
+    ) -> list[Entry | NodeError]:
+        """Sign and store several entries, in order, in the caller's write transaction (group commit).
+
+        ``items`` are ``(kind, body, actor)``. The head is read once; each entry follows the one before
+        (seq, prev, a strictly later hybrid time). An item whose body is invalid gets its ``InvalidInput``
+        in its place in the result and takes no sequence number; the others are written. The rows go
+        in with one ``executemany``, then the projections of all of them (``Projector.many`` when the
+        projector has it, else one call per entry, in order). A database error raises: the caller's
+        transaction then rolls back and none of them exists.
+        """
         if not db.in_transaction:
             raise JournalError(detail="append outside a write transaction")
-        if kind == GENESIS_KIND:
-            raise JournalError(detail="log.genesis is written by start_epoch only")
-        full: dict[str, Any] = dict(nfc(dict(body)))
-        if kind in DOSSIER_KINDS or kind.startswith("dossier."):
-            full["actor"] = actor
-        try:
-            validate_local_body(kind, full)
-        except BodyInvalid as exc:
-            raise _invalid(exc) from None
-        async with db.execute(
+        prepared: list[tuple[str, dict[str, Any]] | NodeError] = []
+        for kind, body, actor in items:
+            kind = str(kind)  # a StrEnum member is signed as its plain value
+            if kind == GENESIS_KIND:
+                raise JournalError(detail="log.genesis is written by start_epoch only")
+            full: dict[str, Any] = dict(nfc(dict(body)))
+            if kind in DOSSIER_KINDS or kind.startswith("dossier."):
+                full["actor"] = actor
+            try:
+                validate_local_body(kind, full)
+            except BodyInvalid as exc:
+                prepared.append(_invalid(exc))
+                continue
+            prepared.append((kind, full))
+        results: list[Entry | NodeError] = []
+        if not any(isinstance(p, tuple) for p in prepared):
+            return [p for p in prepared if isinstance(p, NodeError)]
+        rows = await db.execute_fetchall(
             "SELECT seq, hash, time_ms, time_n FROM entries WHERE log = ? AND epoch = ?"
             " ORDER BY seq DESC LIMIT 1",
             (self.node_id, self.epoch),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
+        row = next(iter(rows), None)
         if row is None:
             raise JournalError(detail=f"log {self.node_id} epoch {self.epoch} has no genesis")
         seq, prev, last = int(row[0]), str(row[1]), (int(row[2]), int(row[3]))
@@ -219,25 +250,44 @@ class Journal:
         if block:
             raise AppendBlocked(block)
         wall = self.wall()
-        stamp = clock_for_append(last, observed, wall).now(wall)
-        try:
-            entry = sign_entry(
-                self.key,
-                log=self.node_id,
-                epoch=self.epoch,
-                seq=seq + 1,
-                prev=prev,
-                time=stamp,
-                kind=kind,
-                body=full,
-            )
-        except ProtocolError as exc:  # too large, out of range: a local input problem
-            raise InvalidInput({"body": exc.reason}, "Nội dung quá lớn hoặc không hợp lệ.") from None
-        await insert_entry(db, entry, recorded_at=wall)
-        if self.project is not None:
-            await self.project(db, entry)
-        self.appended += 1
-        return entry
+        clock = clock_for_append(last, observed, wall)
+        entries: list[Entry] = []
+        for item in prepared:
+            if isinstance(item, NodeError):
+                results.append(item)
+                continue
+            kind, full = item
+            before = clock.last
+            stamp = clock.now(wall)
+            try:
+                entry = sign_entry(
+                    self.key,
+                    log=self.node_id,
+                    epoch=self.epoch,
+                    seq=seq + 1,
+                    prev=prev,
+                    time=stamp,
+                    kind=kind,
+                    body=full,
+                )
+            except ProtocolError as exc:  # too large, out of range: a local input problem
+                clock.last = before  # nothing was appended: the next entry takes this place
+                results.append(InvalidInput({"body": exc.reason}, "Nội dung quá lớn hoặc không hợp lệ."))
+                continue
+            seq, prev = entry.seq, entry.hash
+            entries.append(entry)
+            results.append(entry)
+        if entries:
+            await db.executemany(_INSERT_ENTRY, [_entry_row(e, wall) for e in entries])
+            if self.project is not None:
+                many = getattr(self.project, "many", None)
+                if many is not None:
+                    await many(db, entries)
+                else:
+                    for entry in entries:
+                        await self.project(db, entry)
+            self.appended += len(entries)
+        return results
 
     async def entries_after(
         self, db: aiosqlite.Connection, epoch: int, seq: int, *, limit: int = 1000

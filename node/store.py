@@ -162,12 +162,18 @@ class Store:
                     await db.rollback()
 
     async def fetchall(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
-        """Convenience: run one query on the reader and return every row (``sqlite3.Row``)."""
-        async with self.read() as db:
+        """Convenience: run one query on the reader and return every row (``sqlite3.Row``).
+
+        One statement is one consistent snapshot by itself (autocommit), so this is a single trip to
+        the reader's thread, without the BEGIN/ROLLBACK of ``read()``.
+        """
+        self._check_open()
+        async with self._read_lock:
+            self._check_open()
+            db = self._reader
             db.row_factory = sqlite3.Row
             try:
-                async with db.execute(sql, args) as cursor:
-                    return list(await cursor.fetchall())  # type: ignore[arg-type]
+                return list(await db.execute_fetchall(sql, args))  # type: ignore[arg-type]
             finally:
                 db.row_factory = None
 

@@ -152,3 +152,17 @@ def test_lookup_hash_verifies_only_the_right_code_for_the_right_dossier() -> Non
     assert stored.to_body() == {"alg": "pbkdf2-sha256", "hash": stored.hash, "iterations": 1000}
     with pytest.raises(DomainError):
         hash_lookup_code(dossier, "K7M2QX9O")
+
+
+def test_lookup_hash_is_plain_pbkdf2_hmac_sha256() -> None:
+    """The hash is computed by ``cryptography`` (faster); it must stay the spec's PBKDF2 byte for byte."""
+    import hashlib
+
+    dossier = "000.00.01.H26-260930-0012"
+    for iterations in (1000, 10_000):
+        expected = hashlib.pbkdf2_hmac(
+            "sha256", b"K7M2QX9P", b"motcua/lookup/v1\0" + dossier.encode(), iterations
+        ).hex()
+        assert hash_lookup_code(dossier, "K7M2-QX9P", iterations=iterations).hash == expected
+    known = "42f4ba0f96d374aea56cefe1fa8809886255c69dd128efac8259e3c4259f32b0"  # 10^4 iterations
+    assert hash_lookup_code(dossier, "K7M2QX9P").hash == known

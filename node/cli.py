@@ -181,7 +181,7 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
     from aiohttp import web
 
     from node.app import make_app
-    from node.health import readiness_problems
+    from node.health import watchdog_problems
     from node.reprovision import refuse_if_pending
     from node.service import serve
     from node.web.keys import NODE
@@ -196,7 +196,7 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
     app = make_app(config)
 
     async def health(app: web.Application) -> list[str]:
-        return await readiness_problems(app[NODE])
+        return await watchdog_problems(app[NODE])
 
     asyncio.run(
         serve(

@@ -13,7 +13,7 @@ import shutil
 from node.migrations import MIGRATIONS, applied
 from node.provision import Node
 
-__all__ = ["MIN_FREE_BYTES", "WARNINGS", "readiness_checks", "readiness_problems"]
+__all__ = ["MIN_FREE_BYTES", "WARNINGS", "readiness_checks", "readiness_problems", "watchdog_problems"]
 
 
 MIN_FREE_BYTES = 1024 * 1024
@@ -53,3 +53,14 @@ async def readiness_problems(node: Node) -> list[str]:
     """What keeps the node from being ready (empty when ready): used by /readyz and the systemd watchdog."""
     checks = await readiness_checks(node)
     return [checks[name] for name in sorted(checks) if checks[name] != "ok" and name not in WARNINGS]
+
+
+async def watchdog_problems(node: Node) -> list[str]:
+    """The readiness problems that stop the systemd watchdog pings: all but free disk space, which
+    ``/readyz`` and ``STATUS=`` report but a restart would not cure (it would only add restart loops)."""
+    checks = await readiness_checks(node)
+    return [
+        checks[name]
+        for name in sorted(checks)
+        if checks[name] != "ok" and name != "disk_free" and name not in WARNINGS
+    ]

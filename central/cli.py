@@ -55,6 +55,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from central.instance import AlreadyRunning, instance_lock
     from central.service import hub_problems, serve
 
     config = load(_data(args), listen=args.listen)
@@ -63,17 +64,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     async def health(app: web.Application) -> list[str]:
         return await hub_problems(app[HUB])
 
-    asyncio.run(
-        serve(
-            make_app(config),
-            config.host,
-            config.port,
-            health=health,
-            ready_status=f"hub serving on http://{config.listen}/",
-            stopping_status="hub stopping",
-            announce=lambda line: print(line, file=sys.stderr),
-        )
-    )
+    try:
+        with instance_lock(config.data_dir):
+            asyncio.run(
+                serve(
+                    make_app(config),
+                    config.host,
+                    config.port,
+                    health=health,
+                    ready_status=f"hub serving on http://{config.listen}/",
+                    stopping_status="hub stopping",
+                    announce=lambda line: print(line, file=sys.stderr),
+                )
+            )
+    except AlreadyRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -182,6 +182,7 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
 
     from node.app import make_app
     from node.health import watchdog_problems
+    from node.instance import instance_lock
     from node.reprovision import refuse_if_pending
     from node.service import serve
     from node.web.keys import NODE
@@ -198,17 +199,18 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
     async def health(app: web.Application) -> list[str]:
         return await watchdog_problems(app[NODE])
 
-    asyncio.run(
-        serve(
-            app,
-            host,
-            port,
-            health=health,
-            ready_status=f"Đang phục vụ {config.node_id} ({config.name}) tại http://{config.listen}/",
-            stopping_status=f"Đang dừng {config.node_id}",
-            announce=lambda line: err.write(f"{line}\n"),
+    with instance_lock(config.data_dir):
+        asyncio.run(
+            serve(
+                app,
+                host,
+                port,
+                health=health,
+                ready_status=f"Đang phục vụ {config.node_id} ({config.name}) tại http://{config.listen}/",
+                stopping_status=f"Đang dừng {config.node_id}",
+                announce=lambda line: err.write(f"{line}\n"),
+            )
         )
-    )
     return EXIT_OK
 
 

@@ -34,7 +34,7 @@ from node.restore import provision_from_hub
 from node.store import Store
 from tests.central.helpers import make_hub_dir
 
-FAST_LOOKUP = 10_000
+FAST_LOOKUP = 1_000
 UNIT = "000.00.01.H26"
 PASSWORD = "mat-khau-rat-dai-12"
 FAST_SYNC = {"sync_interval_seconds": 1, "sync_max_backoff_seconds": 1}

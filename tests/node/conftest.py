@@ -23,7 +23,7 @@ from node.scan_inbox import SCANS_SQL
 from node.store import Store
 
 # The domain's minimum PBKDF2 work for lookup codes; keeps tests fast (production uses the default).
-FAST_LOOKUP = 10_000
+FAST_LOOKUP = 1_000
 PASSWORD = "mat-khau-rat-dai-12"
 UNIT = "000.00.01.H26"
 

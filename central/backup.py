@@ -262,13 +262,11 @@ def _extract(archive: Path, staging: Path, progress: Progress | None) -> BackupM
 
 
 def _hub_key_of(db_path: Path) -> str | None:
-    """The hub key named by the genesis of the broadcast log (None if the hub never wrote one)."""
-    db = sqlite3.connect(db_path)
-    try:
-        row = db.execute("SELECT raw FROM entries WHERE log = 'hub' AND epoch = 1 AND seq = 1").fetchone()
-    finally:
-        db.close()
-    return None if row is None else str(json.loads(bytes(row[0]))["body"]["key"])
+    """The hub key in force: named by the genesis of the broadcast log or its last ``hub.key_rotation``
+    (None if the hub never wrote one)."""
+    from central.rotation import key_in_force
+
+    return key_in_force(db_path)
 
 
 def _reconcile_chunks(db_path: Path, blob_dir: Path) -> int:

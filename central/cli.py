@@ -194,6 +194,38 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return int(asyncio.run(_with_hub(args, verify)))
 
 
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    """Rotate the hub key (SPEC §7.10); the hub must be stopped: this refuses while its port answers."""
+    import socket
+
+    from central.rotation import RotationError, rotate
+
+    config = load(_data(args))
+    try:
+        with socket.create_connection((config.host, config.port), timeout=1.0):
+            serving = True
+    except OSError:
+        serving = False
+    if serving:
+        print(f"error: a hub answers on {config.listen}; stop it before rotate-key", file=sys.stderr)
+        return 1
+
+    async def run(hub: Hub) -> int:
+        old = hub.public_key.text
+        try:
+            entry = await rotate(hub)
+        except RotationError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"hub key rotated at hub/{entry.epoch}:{entry.seq}")
+        print(f"old key: {old} (fingerprint {fingerprint(old)})")
+        print(f"new key: {hub.public_key.text}")
+        print(f"fingerprint: {fingerprint(hub.public_key.text)}")
+        return 0
+
+    return int(asyncio.run(_with_hub(args, run)))
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -269,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", required=True)
     p.add_argument("--epoch", type=int, default=None)
     p.set_defaults(func=cmd_log_export)
+    p = sub.add_parser("rotate-key", help="replace the hub key (stop the hub first; nodes follow on sync)")
+    p.set_defaults(func=cmd_rotate_key)
     p = sub.add_parser("verify", help="re-verify every stored log and every receipt issued")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_verify)

@@ -41,8 +41,16 @@ class Hub:
     def public_key(self) -> PublicKey:
         return parse_public_key(public_key_text(self.hub_key))
 
+    def use_key(self, key: Ed25519PrivateKey) -> None:
+        """Sign from now on with ``key`` (after a hub.key_rotation, central.rotation)."""
+        self.hub_key = self.mailbox.hub_key = self.receiver.hub_key = key
+
     @classmethod
     async def open(cls, config: CentralConfig, clock: Callable[[], int]) -> Hub:
+        from central.rotation import finish_swap
+
+        if config.db_path.exists():
+            finish_swap(config.key_path, config.db_path)
         hub_key = load_private_key(config.key_path)
         store = await SqliteStore(config.db_path).open()
         metrics = HubMetrics()

@@ -212,10 +212,18 @@ async def current_link(db: aiosqlite.Connection, epoch: int | None = None) -> Hu
         row = await cursor.fetchone()
     if row is None:
         return None
+    hub_key = str(row[2])
+    try:  # a key the sync client pinned from a verified hub.key_rotation (SPEC §7.10), for this epoch
+        async with db.execute("SELECT value FROM sync_state WHERE key = 'pinned_hub_key'") as cursor:
+            pinned = await cursor.fetchone()
+    except aiosqlite.OperationalError:
+        pinned = None
+    if pinned is not None and str(pinned[0]).partition(" ")[0] == str(row[0]):
+        hub_key = str(pinned[0]).partition(" ")[2]
     return HubLink(
         epoch=int(row[0]),
         hub_url=str(row[1]),
-        hub_key=parse_public_key(str(row[2])),
+        hub_key=parse_public_key(hub_key),
         kind=str(row[3]),
         name=str(row[4]),
         enrollment=Enrollment.from_wire(decode(bytes(row[5]), max_bytes=None)),

@@ -18,6 +18,7 @@ pinned key, and every row of another log as the exact bytes of a verified forwar
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import aiosqlite
@@ -25,7 +26,17 @@ import aiosqlite
 from node import projection
 from node.errors import JournalError
 from node.journal import Projector, insert_entry
-from protocol import ChainState, Entry, ProtocolError, PublicKey, canonical, mailbox_log, open_forward
+from protocol import (
+    ChainState,
+    Entry,
+    ProtocolError,
+    PublicKey,
+    canonical,
+    mailbox_log,
+    open_forward,
+    parse_public_key,
+    rotated_key,
+)
 from protocol.chain import verify_next
 from protocol.hlc import Timestamp
 from protocol.position import Head
@@ -89,8 +100,17 @@ async def verify_hub_logs(
     ``JournalError`` with ``.position``."""
     heads: list[Head] = []
     forwarded: set[bytes] = set()
+    keys = [hub_key]  # the pinned key, then the earlier ones it rotated from (SPEC §7.10)
+    async with db.execute(
+        "SELECT raw FROM entries WHERE log = 'hub' AND epoch = 1 AND kind = 'hub.key_rotation' ORDER BY seq"
+    ) as cursor:
+        async for (raw,) in cursor:
+            keys.append(parse_public_key(str(Entry.parse(bytes(raw)).body["previous"])))
     for log in ("hub", mailbox_log(node_id)):
-        state = ChainState.start(log, 1, hub_key)
+        async with db.execute("SELECT raw FROM entries WHERE log = ? AND epoch = 1 AND seq = 1", (log,)) as c:
+            first = await c.fetchone()
+        named = None if first is None else Entry.parse(bytes(first[0])).body.get("key")
+        state = ChainState.start(log, 1, next((k for k in keys if k.text == named), hub_key))
         async with db.execute(
             "SELECT raw, hash, seq, epoch FROM entries WHERE log = ? ORDER BY epoch, seq", (log,)
         ) as cursor:
@@ -100,10 +120,13 @@ async def verify_hub_logs(
                         raise JournalError(detail=f"mailbox {log} has an entry in epoch {epoch}")
                     entry = Entry.parse(bytes(raw))
                     state = verify_next(state, entry)
+                    new_key = rotated_key(entry, state.key)
+                    if new_key is not None:
+                        state = dataclasses.replace(state, key=new_key)
                     if entry.hash != stored_hash or entry.seq != seq:
                         raise JournalError(detail=f"row {log}/1:{seq} does not match its bytes")
                     if entry.kind == "hub.forward":
-                        forwarded.add(open_forward(entry.body, hub_key).raw)
+                        forwarded.add(_open_forward(entry, keys))
                 except (ProtocolError, JournalError) as exc:
                     exc.position = f"{log}/{epoch}:{seq}"  # type: ignore[attr-defined]
                     raise
@@ -123,3 +146,14 @@ async def verify_hub_logs(
             if progress is not None:
                 progress(1)
     return heads
+
+
+def _open_forward(entry: Entry, keys: list[PublicKey]) -> bytes:
+    failure: ProtocolError | None = None
+    for key in keys:
+        try:
+            return open_forward(entry.body, key).raw
+        except ProtocolError as exc:
+            failure = exc
+    assert failure is not None
+    raise failure

@@ -48,8 +48,9 @@ from protocol import (
     decode,
     mailbox_log,
     open_forward,
+    parse_public_key,
     sign_request,
-    verify_chain,
+    verify_hub_chain,
 )
 from protocol.keys import Ed25519PrivateKey
 
@@ -149,7 +150,8 @@ class LocalLog(Protocol):
     async def own_entries_after(self, epoch: int, seq: int, limit: int) -> list[bytes]: ...
     async def own_head(self, epoch: int) -> Head: ...
     async def hub_head(self, log: str) -> tuple[int, str | None, tuple[int, int]]: ...
-    async def store_hub_entries(self, entries: Sequence[Entry]) -> None: ...
+    async def store_hub_entries(self, entries: Sequence[Entry], pin: str | None = None) -> None: ...
+    async def hub_keys(self, log: str) -> tuple[str | None, list[str]]: ...
     async def store_receipt(self, receipt: Receipt) -> None: ...
     async def pending_blobs(self, held_seq: int, epoch: int) -> list[Manifest]: ...
     async def read_chunk(self, manifest: Manifest, index: int) -> bytes: ...
@@ -184,6 +186,7 @@ class SyncClient:
     batch_entries: int = BATCH
     batch_bytes: int = BATCH_BYTES
     push_depth: int = PUSH_DEPTH
+    _hub_box: LogHead | None = None
 
     # -- requests ----------------------------------------------------------------------------------
 
@@ -236,6 +239,7 @@ class SyncClient:
             if state.status == "revoked":
                 raise SyncError("node_revoked", "the hub has revoked this node's key", retryable=False)
             held = state.log_head(self.node, self.epoch)
+            self._hub_box = state.mailbox_head("hub")
             if state.status == "active":
                 held = await self._push(held, report)
             for box in (state.mailbox_head("hub"), state.mailbox_head(mailbox_log(self.node))):
@@ -318,7 +322,7 @@ class SyncClient:
                 receipt = result.receipt
                 if receipt is None:
                     raise SyncError("bad_reply", "push answered without a receipt", retryable=True)
-                receipt.verify(self.hub_key)
+                await self._verify_receipt(receipt)
                 if (receipt.log, receipt.epoch) != (self.node, self.epoch) or receipt.seq < after:
                     raise SyncError("bad_reply", "receipt for another position", retryable=True)
                 await self.local.store_receipt(receipt)
@@ -336,6 +340,20 @@ class SyncClient:
             await _cancel(inflight)
         return LogHead(self.node, self.epoch, after, None)
 
+    async def _verify_receipt(self, receipt: Receipt) -> None:
+        """Under the pinned hub key; if that fails, the hub may have rotated its key: pull ``hub`` (which
+        pins a new key only from a rotation verified under the pinned one) and check again."""
+        try:
+            receipt.verify(self.hub_key)
+        except ProtocolError:
+            if self._hub_box is None:
+                raise
+            pinned = self.hub_key
+            await self._pull(self._hub_box)
+            if self.hub_key == pinned:
+                raise
+            receipt.verify(self.hub_key)
+
     async def _pull(self, box: LogHead) -> int:
         pulled = 0
         while True:
@@ -346,27 +364,63 @@ class SyncClient:
             raws = [line for line in payload.split(b"\n") if line]
             if not raws:
                 return pulled
-            state = ChainState(box.log, box.epoch, self.hub_key, seq, head, last_time)
+            in_force, known = await self.local.hub_keys(box.log)
+            key = self.hub_key if in_force is None else parse_public_key(in_force)
+            if seq == 0 and raws:  # a mailbox begun under an earlier key this node verified a rotation from
+                named = Entry.parse(raws[0]).body.get("key")
+                if named in known:
+                    key = parse_public_key(str(named))
+            state = ChainState(box.log, box.epoch, key, seq, head, last_time)
             try:
-                verify_chain(state, raws)  # the hub's signatures and links, before anything is stored
+                # the hub's signatures and links, before anything is stored; keys change only at a
+                # hub.key_rotation verified under the key in force (SPEC §7.10)
+                verify_hub_chain(state, raws)
             except ProtocolError as exc:
+                index = getattr(exc, "index", None)
+                bad = None
+                if isinstance(index, int) and index < len(raws):
+                    try:
+                        bad = Entry.parse(raws[index])
+                    except ProtocolError:
+                        pass
+                if bad is not None and bad.kind == "hub.key_rotation":
+                    raise SyncError(
+                        "bad_key_rotation",
+                        f"mailbox {box.log}: hub key rotation at seq {bad.seq} refused ({exc.code}: "
+                        f"{exc.reason}); it is not signed by the pinned hub key {key.text}: nothing pinned",
+                        retryable=False,
+                    ) from None
                 raise SyncError(exc.code, f"mailbox {box.log}: {exc.reason}", retryable=False) from None
             entries = [Entry.parse(raw) for raw in raws]
+            keys = [self.hub_key, key, *(parse_public_key(k) for k in known)]
+            pin = None
             for entry in entries:
                 if entry.kind == "hub.forward":
-                    self._check_forward(entry)
-            await self.local.store_hub_entries(entries)
+                    self._check_forward(entry, keys)
+                elif entry.kind == "hub.key_rotation" and entry.body["previous"] == self.hub_key.text:
+                    pin = parse_public_key(str(entry.body["key"]))
+                    keys.append(pin)
+            await self.local.store_hub_entries(entries, None if pin is None else f"{self.epoch} {pin.text}")
+            if pin is not None:
+                log.warning("hub key rotated: pinned %s (was %s)", pin.text, self.hub_key.text)
+                self.hub_key = pin
             pulled += len(entries)
             if self.progress is not None:
                 self.progress(box.log, entries[-1].seq, box.seq)
 
-    def _check_forward(self, entry: Entry) -> None:
-        """A forwarded entry must be signed by the hub key (a hub mailbox entry) or by the node key the
-        hub names in the forward (a node's entry, e.g. the reception of a dossier handed back here)."""
-        try:
-            open_forward(entry.body, self.hub_key)
-        except ProtocolError as exc:
-            raise SyncError("bad_forward", f"{entry.position}: {exc.reason}", retryable=False) from None
+    def _check_forward(self, entry: Entry, keys: Sequence[PublicKey] = ()) -> None:
+        """A forwarded entry must be signed by a hub key (a hub mailbox entry: the pinned key or one this
+        node verified a rotation from) or by the node key the hub names in the forward (a node's entry,
+        e.g. the reception of a dossier handed back here)."""
+        failure: ProtocolError | None = None
+        for key in keys or (self.hub_key,):
+            try:
+                open_forward(entry.body, key)
+                return
+            except ProtocolError as exc:
+                failure = exc
+        assert failure is not None
+        raise SyncError("bad_forward", f"{entry.position}: {failure.reason}", retryable=False) from None
 
     async def _blobs(self, held: LogHead) -> int:
         manifests = await self.local.pending_blobs(held.seq, self.epoch)

@@ -70,9 +70,33 @@ class SqliteLocalLog:
         )
         return (0, None, (0, 0)) if row is None else (row[0], row[1], (row[2], row[3]))
 
-    async def store_hub_entries(self, entries: Sequence[Entry]) -> None:
+    async def hub_keys(self, log: str) -> tuple[str | None, list[str]]:
+        """The hub key in force at the stored head of ``log`` (its genesis key or its last
+        ``hub.key_rotation``'s, None if nothing is stored) and the hub's earlier keys this node verified
+        rotations from (``previous`` of the rotations stored in ``hub``)."""
+        row = await self._one(
+            "SELECT raw FROM entries WHERE log = ? AND epoch = 1 AND (seq = 1 OR kind = 'hub.key_rotation') "
+            "ORDER BY seq DESC LIMIT 1",
+            (log,),
+        )
+        rows = await self.store.fetchall(
+            "SELECT raw FROM entries WHERE log = 'hub' AND epoch = 1 AND kind = 'hub.key_rotation' "
+            "ORDER BY seq"
+        )
+        known = [str(Entry.parse(bytes(r[0])).body["previous"]) for r in rows]
+        return (None if row is None else str(Entry.parse(bytes(row[0])).body["key"])), known
+
+    async def store_hub_entries(self, entries: Sequence[Entry], pin: str | None = None) -> None:
+        """Store verified hub entries; ``pin``: a new hub key (from a verified ``hub.key_rotation``) to
+        pin in the same transaction (``sync_state`` ``pinned_hub_key`` = "<epoch> <key>")."""
         now = self.wall()
         async with self.store.write() as db:
+            if pin is not None:
+                await db.execute(
+                    "INSERT INTO sync_state (key, value) VALUES ('pinned_hub_key', ?) ON CONFLICT (key) DO "
+                    "UPDATE SET value = excluded.value",
+                    (pin,),
+                )
             for entry in entries:
                 body = entry.body
                 await db.execute(

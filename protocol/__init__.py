@@ -62,7 +62,15 @@ from protocol.errors import (
     WrongLog,
 )
 from protocol.hlc import HybridClock, Timestamp
-from protocol.hubkinds import HUB_KINDS, is_hub_log, mailbox_log, open_forward
+from protocol.hubkinds import (
+    HUB_KINDS,
+    KEY_ROTATION,
+    is_hub_log,
+    mailbox_log,
+    open_forward,
+    rotated_key,
+    verify_hub_chain,
+)
 from protocol.keys import (
     PublicKey,
     fingerprint,
@@ -91,6 +99,7 @@ __version__ = "1"
 __all__ = [
     "GENESIS_KIND",
     "HUB_KINDS",
+    "KEY_ROTATION",
     "MAX_DEPTH",
     "MAX_ENTRY_BYTES",
     "MAX_SAFE_INT",
@@ -163,6 +172,7 @@ __all__ = [
     "parse_public_key",
     "private_key_from_seed",
     "public_key_text",
+    "rotated_key",
     "save_private_key",
     "sign_enrollment",
     "sign_entry",
@@ -171,6 +181,7 @@ __all__ = [
     "signable_bytes",
     "validate_body",
     "verify_chain",
+    "verify_hub_chain",
     "verify_next",
     "verify_request",
 ]

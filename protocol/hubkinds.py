@@ -14,6 +14,10 @@
   registered for that (node, epoch). Readers verify the inner entry with the hub key (or with ``key``,
   which the hub vouches for by signing the forward) and fold it under its own position (so it counts
   once, wherever it is read).
+- ``hub.key_rotation``: ``{"key", "previous", "effective"}``: the hub's signing key changes from
+  ``previous`` (which signs this entry) to ``key`` at hub time ``effective`` (ms). Written in ``hub`` and in
+  every existing ``hub.<NODE>``; within a hub log every entry after it is signed by ``key`` (SPEC §7.10).
+  ``rotated_key`` / ``verify_hub_chain`` follow it.
 
 Officer decisions on dossiers are ``dossier.*`` kinds (SPEC-dossier.md), written by the hub in mailboxes.
 """
@@ -21,23 +25,29 @@ Officer decisions on dossiers are ``dossier.*`` kinds (SPEC-dossier.md), written
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
+from protocol.chain import ChainState, verify_chain
 from protocol.encoding import b64url_decode, canonical
 from protocol.entry import ENTRY_FIELDS, HASH_RE, LOG_RE, NODE_ID_RE, Entry
-from protocol.errors import BadSignature, BodyInvalid
+from protocol.errors import BadSignature, BodyInvalid, KeyMismatch, ProtocolError
 from protocol.keys import PublicKey, parse_public_key
 
 __all__ = [
     "HUB_KINDS",
     "HUB_VALIDATORS",
     "QUARANTINE_DECISIONS",
+    "KEY_ROTATION",
     "is_hub_log",
     "mailbox_log",
     "open_forward",
+    "rotated_key",
+    "verify_hub_chain",
 ]
 
+KEY_ROTATION = "hub.key_rotation"
 QUARANTINE_DECISIONS = ("accepted", "rejected")
 _VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}")
 _KEY_RE = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -129,6 +139,14 @@ def _forward(body: Mapping[str, Any]) -> None:
         raise BodyInvalid("key must be a public key (43 characters of base64url)", field="key")
 
 
+def _key_rotation(body: Mapping[str, Any]) -> None:
+    _exact(body, {"key", "previous", "effective"}, KEY_ROTATION)
+    key = _text(body, "key", 43, _KEY_RE)
+    if _text(body, "previous", 43, _KEY_RE) == key:
+        raise BodyInvalid("key must differ from previous", field="key")
+    _int(body, "effective", 0)
+
+
 HUB_VALIDATORS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "hub.catalog": _versioned("catalog"),
     "hub.calendar": _versioned("calendar"),
@@ -136,6 +154,7 @@ HUB_VALIDATORS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "hub.quarantine_decision": _quarantine_decision,
     "hub.node_released": _node_released,
     "hub.forward": _forward,
+    KEY_ROTATION: _key_rotation,
 }
 HUB_KINDS = frozenset(HUB_VALIDATORS)
 
@@ -155,3 +174,46 @@ def open_forward(body: Mapping[str, Any], hub_key: PublicKey) -> Entry:
         who = "the hub key" if "key" not in body else "the key the hub registered for it"
         raise BadSignature(f"forwarded entry {inner.log}/{inner.epoch}:{inner.seq} is not signed by {who}")
     return inner
+
+
+def rotated_key(entry: Entry, current: PublicKey) -> PublicKey | None:
+    """The key in force after ``entry`` in a hub log whose key in force was ``current``: None if ``entry``
+    is not a ``hub.key_rotation`` (nothing changes), else its new ``key``. The caller has verified the
+    entry's signature under ``current``. Raises ``BodyInvalid`` (malformed body, or a weak new key) or
+    ``KeyMismatch`` (``previous`` is not ``current``: a rotation must name the key that signs it)."""
+    if entry.kind != KEY_ROTATION:
+        return None
+    _key_rotation(entry.body)
+    if entry.body["previous"] != current.text:
+        raise KeyMismatch("hub.key_rotation names another previous key than the one that signs it")
+    try:
+        return parse_public_key(entry.body["key"])
+    except ProtocolError as exc:
+        raise BodyInvalid(f"key is not a usable public key: {exc.reason}", field="key") from None
+
+
+def verify_hub_chain(state: ChainState, entries: Sequence[bytes | Entry]) -> ChainState:
+    """``verify_chain`` for a hub log (SPEC §7.10): after each verified ``hub.key_rotation`` the next
+    entries are verified under its new key. Failures carry ``index`` (0-based in ``entries``) as in
+    ``verify_chain``; a bad rotation body is a ``BodyInvalid`` / ``KeyMismatch`` at its index."""
+    marker = b'"kind":"' + KEY_ROTATION.encode() + b'"'
+    start = 0
+    for index, item in enumerate(entries):
+        candidate = item.kind == KEY_ROTATION if isinstance(item, Entry) else marker in item
+        if not candidate and index + 1 < len(entries):
+            continue
+        parsed: list[Entry] = []
+        try:
+            state = verify_chain(state, entries[start : index + 1], parsed=parsed)
+        except ProtocolError as exc:
+            exc.index = start + getattr(exc, "index", 0)  # type: ignore[attr-defined]
+            raise
+        start = index + 1
+        try:
+            new = rotated_key(parsed[-1], state.key)
+        except ProtocolError as exc:
+            exc.index = index  # type: ignore[attr-defined]
+            raise
+        if new is not None:
+            state = replace(state, key=new)
+    return state

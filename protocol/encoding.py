@@ -165,9 +165,36 @@ _decoder = json.JSONDecoder(
 )
 
 
-_fast_decoder = json.JSONDecoder(
-    parse_float=_parse_float, parse_int=_parse_int, parse_constant=_parse_constant
-)
+_fast_decoder = json.JSONDecoder(parse_float=_parse_float, parse_constant=_parse_constant)
+# Every digit becomes "9", everything else a space: a run of 16 nines marks a number that may be
+# outside ±(2**53-1) (or a long digit string inside a text); such input takes the strict path.
+_DIGIT_RUNS = bytes(0x39 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_SIXTEEN_DIGITS = b"9" * 16
+# One C encoder, built once (JSONEncoder.encode builds a new one per call); no cycle markers: decoded
+# JSON cannot hold cycles. Same output as ``_dumps`` (sorted keys, compact, UTF-8 text, no NaN).
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+if _c_make_encoder is not None:
+    _c_encoder = _c_make_encoder(
+        None,
+        None,
+        json.encoder.c_encode_basestring,  # type: ignore[attr-defined]
+        None,
+        ":",
+        ",",
+        True,
+        False,
+        False,
+    )
+
+    def _reencode(value: object) -> str:
+        return "".join(_c_encoder(value, 0))
+
+else:  # an interpreter without the C accelerator
+
+    def _reencode(value: object) -> str:
+        return _dumps(value)
+
+
 _ASTRAL_LEAD_BYTES = (b"\xf0", b"\xf1", b"\xf2", b"\xf3", b"\xf4")
 
 
@@ -185,8 +212,8 @@ def _decode_fast(data: bytes) -> JSONValue | None:
     """Accept ``data`` cheaply when it is certainly canonical; None means "let the strict path decide".
 
     Sound because: the text is valid UTF-8 without surrogates; if it is NFC as a whole, every string in
-    it is (strings are delimited by ASCII quotes, which compose with nothing); integers, floats and NaN
-    are checked by the parser hooks; without
+    it is (strings are delimited by ASCII quotes, which compose with nothing); no run of 16 digits means
+    every integer is within ±(2**53-1); floats and NaN raise in the parser hooks; without
     characters above U+FFFF, code-point key order equals UTF-16 order; and duplicate keys or any other
     deviation make the re-encoding differ from the input.
     """
@@ -198,10 +225,12 @@ def _decode_fast(data: bytes) -> JSONValue | None:
         any(lead in data for lead in _ASTRAL_LEAD_BYTES) or not unicodedata.is_normalized("NFC", text)
     ):
         return None
+    if _SIXTEEN_DIGITS in data.translate(_DIGIT_RUNS):
+        return None
     try:
         value = _fast_decoder.decode(text)
         if (text.count("[") + text.count("{") > MAX_DEPTH and not _depth_ok(value)) or (
-            _dumps(value).encode("utf-8") != data
+            _reencode(value).encode("utf-8") != data
         ):
             return None
     except (ValueError, RecursionError, UnicodeEncodeError, DecodeError):

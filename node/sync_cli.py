@@ -75,29 +75,12 @@ async def init_from_hub(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
     """``init --token``: create the node from the hub (enrolled; a known id is restored)."""
     from node.errors import ConfigError
     from node.hublink import parse_token
-    from node.restore import provision_from_hub
 
     if parse_token(args.token).node != args.node_id:
         raise ConfigError(
             f"--node-id {args.node_id} khác mã máy trạm trong mã mời ({parse_token(args.token).node})"
         )
-    progress = _bar(err)
-    try:
-        report = await provision_from_hub(
-            args.data,
-            args.token,
-            hub_url=args.hub,
-            unit_code=args.unit_code,
-            code_block=args.code_block,
-            code_block_size=args.code_block_size,
-            name=args.name,
-            kind=args.kind,
-            progress=progress,
-        )
-    finally:
-        progress.close()
-    _restored(report, out, err, verb="khởi tạo")
-    return EXIT_OK
+    return await _provision(args, out, err, verb="khởi tạo")
 
 
 def _restored(report: Any, out: TextIO, err: TextIO, *, verb: str) -> None:
@@ -197,6 +180,11 @@ async def _sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 async def _restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    return await _provision(args, out, err, verb="khôi phục")
+
+
+async def _provision(args: argparse.Namespace, out: TextIO, err: TextIO, *, verb: str) -> int:
+    """Build the node from the hub's copy of its logs (a new node id known to the hub, or a restore)."""
     from node.restore import provision_from_hub
 
     progress = _bar(err)
@@ -214,7 +202,7 @@ async def _restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
     finally:
         progress.close()
-    _restored(report, out, err, verb="khôi phục")
+    _restored(report, out, err, verb=verb)
     return EXIT_OK
 
 

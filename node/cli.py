@@ -209,6 +209,9 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
                 ready_status=f"Đang phục vụ {config.node_id} ({config.name}) tại http://{config.listen}/",
                 stopping_status=f"Đang dừng {config.node_id}",
                 announce=lambda line: err.write(f"{line}\n"),
+                on_fatal=lambda app, report: app[NODE].store.on_failure.append(
+                    lambda exc: report(exc.detail or exc.message)
+                ),
             )
         )
     return EXIT_OK

@@ -52,6 +52,7 @@ __all__ = [
     "PrinterNotConfigured",
     "ScanNotFound",
     "StorageError",
+    "StorageFailed",
     "ThumbnailFailed",
     "CodeExhausted",
     "ConfigError",
@@ -216,6 +217,23 @@ class FsyncFailed(StorageError):
     code = "fsync_failed"
     default_message = (
         "Lỗi ghi ổ đĩa: tệp chưa được lưu an toàn và đã bị huỷ. Hãy kiểm tra ổ đĩa rồi quét lại."
+    )
+
+
+class StorageFailed(StorageError):
+    """The database reported an I/O error on a write or a commit: the store is failed (fail-stop).
+
+    After a failed fsync the kernel may have dropped the dirty pages and cleared the error, so neither
+    retrying nor carrying on is safe (fsyncgate). The store refuses every further write with this error
+    and ``serve`` exits with ``EXIT_STORAGE_FAILED`` so systemd restarts it; the database as reopened
+    from disk then settles what was saved. The message never says the dossier does not exist.
+    """
+
+    status = 503
+    code = "storage_failed"
+    default_message = (
+        "Lỗi ghi ổ đĩa: thao tác chưa được xác nhận đã lưu. Máy trạm đang tự khởi động lại; "
+        "sau khi khởi động lại, hãy kiểm tra danh sách hồ sơ trước khi nhập lại."
     )
 
 

@@ -8,8 +8,13 @@
 - ``async with store.read() as db:`` gives the reader (``query_only``); WAL lets it read while the
   writer writes. Reads never see a transaction that has not committed.
 - ``close()`` is idempotent; any use after it raises ``StoreClosed``.
-- A full disk (SQLITE_FULL) surfaces as ``DiskFull`` (507) and an I/O error (SQLITE_IOERR, e.g. EIO from
-  fdatasync at commit) as ``StorageError`` (500), each with a Vietnamese message; neither is retried.
+- A full disk (SQLITE_FULL) surfaces as ``DiskFull`` (507): SQLite rolled back, the same process goes on.
+- An I/O error on the write path (SQLITE_IOERR, e.g. EIO from fdatasync at commit) is fail-stop, as
+  PostgreSQL does after fsyncgate: the store becomes *failed*, that request and every later write get
+  ``StorageFailed`` (503, Vietnamese: not confirmed, the node restarts, check the dossier list), the
+  ``on_failure`` hooks run (``serve`` exits with ``EXIT_STORAGE_FAILED`` without closing the database,
+  so no fsync is ever retried and no checkpoint runs), and the next start's WAL recovery settles what
+  was saved. Reads keep working until the process exits.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from node.errors import DiskFull, StorageError, StoreClosed
+from node.errors import DiskFull, StorageFailed, StoreClosed
 
 __all__ = ["Store", "storage_error"]
 
@@ -36,7 +41,7 @@ def storage_error(exc: BaseException) -> BaseException:
     """A disk problem under SQLite as the node error staff can act on; anything else unchanged.
 
     After an I/O error at commit the outcome is not certain (WAL recovery after a crash may still find
-    the transaction), so the message says "not confirmed", never "not saved".
+    the transaction), so the message says "not confirmed", never "not saved": ``StorageFailed``.
     """
     code = getattr(exc, "sqlite_errorcode", None)
     if not isinstance(exc, sqlite3.Error) or code is None:
@@ -47,11 +52,7 @@ def storage_error(exc: BaseException) -> BaseException:
             detail=str(exc),
         )
     if code & 0xFF == _SQLITE_IOERR:
-        return StorageError(
-            "Lỗi đọc/ghi ổ đĩa: thao tác chưa được xác nhận đã lưu. Hãy kiểm tra ổ đĩa và tra cứu lại "
-            "hồ sơ trước khi nhập lại.",
-            detail=str(exc),
-        )
+        return StorageFailed(detail=str(exc))
     return exc
 
 
@@ -75,6 +76,10 @@ class Store:
         self._closed = False
         #: called (synchronously, cheaply) after every committed write transaction, e.g. to wake sync
         self.on_commit: list[Callable[[], None]] = []
+        #: the fail-stop error once an I/O error hit the write path (None while healthy)
+        self.failed: StorageFailed | None = None
+        #: called once (synchronously) when the store fails, e.g. ``serve`` exiting for a restart
+        self.on_failure: list[Callable[[StorageFailed], None]] = []
 
     @classmethod
     async def open(cls, path: str | Path, *, migrate: bool = True) -> Store:
@@ -109,22 +114,40 @@ class Store:
         if self._closed:
             raise StoreClosed(detail=str(self.path))
 
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.failed is not None:
+            raise StorageFailed(detail=f"store failed earlier: {self.failed.detail}")
+
+    def _mapped(self, exc: BaseException) -> BaseException:
+        """``storage_error(exc)``; a ``StorageFailed`` puts the store into the failed state (once)."""
+        mapped = storage_error(exc)
+        if isinstance(mapped, StorageFailed) and self.failed is None:
+            self.failed = mapped
+            log.critical("storage failed on %s: %s; refusing writes until restart", self.path, mapped.detail)
+            for hook in tuple(self.on_failure):
+                try:
+                    hook(mapped)
+                except Exception:
+                    log.exception("on_failure hook failed")
+        return mapped
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
         """A write transaction (BEGIN IMMEDIATE); commits on exit, rolls back on error."""
-        self._check_open()
+        self._check_writable()
         async with self._lock:
-            self._check_open()
+            self._check_writable()
             db = self._writer
             try:
                 await db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise storage_error(exc) from exc
+                raise self._mapped(exc) from exc
             try:
                 yield db
             except BaseException as exc:
                 await self._rollback()
-                mapped = storage_error(exc)
+                mapped = self._mapped(exc)
                 if mapped is exc:
                     raise
                 raise mapped from exc
@@ -132,7 +155,7 @@ class Store:
                 await db.commit()
             except BaseException as exc:
                 await self._rollback()
-                mapped = storage_error(exc)
+                mapped = self._mapped(exc)
                 if mapped is exc:
                     raise
                 raise mapped from exc

@@ -107,6 +107,7 @@ async def serve(
     def report(reason: str) -> None:
         if not fatal.done():
             fatal.set_result(reason)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)

@@ -173,7 +173,11 @@ class BlobStore:
         self.low_disk_bytes = low_disk_bytes
         self.ops = ops or FileOps()
         for d in (self.root, self.objects, self.tmp_dir):
-            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not d.is_dir():
+                # a new folder's entry is durable only once its parent is fsynced (found by D3: after a
+                # power cut the first registered blob lost its whole ``sha256/`` folder)
+                d.mkdir(mode=0o700, parents=True, exist_ok=True)
+                fsync_dir(d.parent, self.ops)
 
     def path_for(self, sha256: str) -> Path:
         _check_sha(sha256)

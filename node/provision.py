@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node import projection
 from node.auth import Auth
+from node.blobs import fsync_dir
 from node.config import CONFIG_FILE, NodeConfig, build, dump
 from node.errors import NodeExists
 from node.intake import Desk
@@ -75,6 +76,7 @@ async def init_node(
     with tmp.open("rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, data_dir / CONFIG_FILE)
+    fsync_dir(data_dir)  # the config's name and the blob folder's entry survive a power cut
     return config
 
 

@@ -81,6 +81,7 @@ def test_fsync_error_discards_and_is_never_retried(tmp_path: Path) -> None:
         calls.append(fd)
         raise OSError(errno.EIO, "Input/output error")
 
+    BlobStore(tmp_path)  # its folders exist: the fault hits the write path only
     store = BlobStore(tmp_path, low_disk_bytes=0, ops=FileOps(fsync=failing_fsync))
     with pytest.raises(FsyncFailed) as err:
         store.stage_bytes(b"scan bytes" * 1000)
@@ -110,6 +111,22 @@ def test_enospc_mid_write_leaves_nothing(tmp_path: Path) -> None:
     assert ok.verify(ok.stage_bytes(b"after").sha256)
 
 
+def test_new_folders_are_fsynced_in_their_parent(tmp_path: Path) -> None:
+    """A folder's entry survives a power cut only once its parent is fsynced (found by D3)."""
+    synced: list[str] = []
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        os.fsync(fd)
+
+    BlobStore(tmp_path / "state", ops=FileOps(fsync=fsync))
+    root = tmp_path / "state"
+    assert synced == [str(root), str(root / "blobs"), str(root / "blobs")]
+    synced.clear()
+    BlobStore(tmp_path / "state", ops=FileOps(fsync=fsync))  # nothing new: nothing to fsync
+    assert synced == []
+
+
 def test_directory_fsync_error_withdraws_the_rename(tmp_path: Path) -> None:
     seen = {"n": 0}
 
@@ -119,6 +136,7 @@ def test_directory_fsync_error_withdraws_the_rename(tmp_path: Path) -> None:
             raise OSError(errno.EIO, "Input/output error")
         os.fsync(fd)
 
+    BlobStore(tmp_path)  # its folders exist: the fault hits the write path only
     store = BlobStore(tmp_path, low_disk_bytes=0, ops=FileOps(fsync=fsync))
     with pytest.raises(FsyncFailed):
         store.stage_bytes(b"dir fsync fails")

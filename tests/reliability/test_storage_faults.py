@@ -236,6 +236,7 @@ async def _one_fault(db, writer, state: Path, name: str, payload: bytes, countin
     folder = state / "in"
     folder.mkdir(parents=True)
     (folder / name).write_bytes(payload)
+    BlobStore(state)  # its folders exist: the faults hit the write path only
     outcome = await ScanIntake(BlobStore(state, ops=counting.ops()), writer).process(
         folder / name, scanner="s1", desk="q1"
     )

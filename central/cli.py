@@ -75,6 +75,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     ready_status=f"hub serving on http://{config.listen}/",
                     stopping_status="hub stopping",
                     announce=lambda line: print(line, file=sys.stderr),
+                    on_fatal=lambda app, report: app[HUB].store.on_failure.append(
+                        lambda exc: report(exc.detail or exc.reason)
+                    ),
                 )
             )
     except AlreadyRunning as exc:

@@ -12,7 +12,8 @@
     ├── Conflict          409       seq_gap (with the hub's head), fork (with the hub's head)
     ├── TooLarge          413       too_large, too_many_entries
     ├── RateLimited       429       rate_limited (with Retry-After)
-    └── InsufficientSpace 507       disk_full
+    ├── InsufficientSpace 507       disk_full
+    └── StorageFailed     503       storage_failed (an I/O error on the database: the hub restarts)
 
 A ``ProtocolError`` that escapes a handler is answered as 400 (decode family) or 422 (entries) with its
 own code. Every answer is an ``ErrorReply`` (protocol.messages) carrying the hub's time, so a node with a
@@ -41,6 +42,7 @@ __all__ = [
     "InsufficientSpace",
     "NotFound",
     "RateLimited",
+    "StorageFailed",
     "TooLarge",
     "Unauthorized",
     "Unprocessable",
@@ -132,6 +134,25 @@ class InsufficientSpace(CentralError):
     """The hub's disk is full: nothing was stored."""
 
     status = 507
+
+
+class StorageFailed(CentralError):
+    """An I/O error on the database's write path (e.g. EIO from fdatasync at commit): fail-stop.
+
+    After a failed fsync the page cache may have dropped the data and cleared the error (fsyncgate), so
+    the store refuses every later write and ``serve`` exits with ``EXIT_STORAGE_FAILED`` for systemd to
+    restart it; SQLite's recovery at the next start settles what was stored. The push was not
+    acknowledged; resending it after the restart is safe (pushes are idempotent).
+    """
+
+    status = 503
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(
+            "storage_failed",
+            "the hub's storage reported an I/O error: not confirmed, the hub restarts; resend later",
+        )
+        self.detail = detail
 
 
 def _printable(reason: str) -> str:

@@ -11,6 +11,10 @@ The same shape as ``node/service.py`` (shared plumbing is duplicated, never impo
    ``/readyz`` checks: a committed write, every migration applied) finds nothing, and a new ``STATUS=``
    when that changes; a wedged loop or writer stops the pings, and systemd restarts the hub;
 5. SIGTERM/SIGINT: ``STOPPING=1``, the site stops taking requests, the cleanup contexts close the store.
+6. A fatal report (``on_fatal``: the store failed after an I/O error, ``central.store``): ``STATUS=``
+   says so, the site stops taking requests, the requests in flight get their answers (bounded by
+   ``FATAL_DRAIN_S``), then the process exits at once with ``EXIT_STORAGE_FAILED`` (75) without closing
+   the database (closing would checkpoint and fsync again after a failed fsync); systemd restarts it.
 
 Outside systemd (no ``NOTIFY_SOCKET``) the notifications are no-ops and this is a plain server.
 """
@@ -20,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
@@ -29,12 +35,21 @@ from central import sdnotify
 from central.hub import Hub
 from central.monitoring import readiness
 
-__all__ = ["Health", "hub_problems", "serve", "watch"]
+__all__ = ["EXIT_STORAGE_FAILED", "FATAL_DRAIN_S", "Fatal", "Health", "hub_problems", "serve", "watch"]
 
 log = logging.getLogger("motcua.central.service")
 
 Health = Callable[[], Awaitable[list[str]]]
 """Returns what keeps the service from being ready (empty list: ready)."""
+
+Fatal = Callable[[web.Application, Callable[[str], None]], None]
+"""Called once the app is set up with a ``report(reason)`` callback (the hub: ``store.on_failure``)."""
+
+EXIT_STORAGE_FAILED = 75
+"""Exit status after a storage failure (EX_TEMPFAIL), as the node's: systemd restarts the hub."""
+
+FATAL_DRAIN_S = 2.0
+"""How long the requests in flight at a fatal error get to finish (their answer is the error)."""
 
 
 async def hub_problems(hub: Hub) -> list[str]:
@@ -87,10 +102,21 @@ async def serve(
     stopping_status: str,
     shutdown_timeout: float = 10.0,
     announce: Callable[[str], None] = lambda _line: None,
+    on_fatal: Fatal | None = None,
+    exit_now: Callable[[int], object] = os._exit,
 ) -> None:
-    """Serve ``app`` on host:port until SIGTERM or SIGINT, speaking sd_notify along the way."""
+    """Serve ``app`` on host:port until SIGTERM or SIGINT, speaking sd_notify along the way.
+
+    A fatal report ends the process with ``exit_now(EXIT_STORAGE_FAILED)`` (step 6 above).
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    fatal: asyncio.Future[str] = loop.create_future()
+
+    def report(reason: str) -> None:
+        if not fatal.done():
+            fatal.set_result(reason)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
@@ -98,6 +124,8 @@ async def serve(
     try:
         sdnotify.notify("STATUS=opening the hub database")
         await runner.setup()
+        if on_fatal is not None:
+            on_fatal(app, report)
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
         announce(f"======== Running on {site.name} ========")
@@ -105,7 +133,11 @@ async def serve(
         watchdog = asyncio.create_task(
             watch(lambda: health(app), ok_status=ready_status), name="systemd-watchdog"
         )
-        await stop.wait()
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({stopping, fatal}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if fatal.done():
+            await _die(runner, fatal.result(), exit_now)
         sdnotify.notify(f"STOPPING=1\nSTATUS={stopping_status}")
     finally:
         if watchdog is not None:
@@ -115,3 +147,22 @@ async def serve(
         await runner.cleanup()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+async def _die(runner: web.AppRunner, reason: str, exit_now: Callable[[int], object]) -> None:
+    """Fail-stop: answer the requests in flight, then exit without closing anything (no checkpoint)."""
+    log.critical("storage failed (%s): exiting with status %d for a restart", reason, EXIT_STORAGE_FAILED)
+    with contextlib.suppress(Exception):
+        sdnotify.notify(f"STATUS=storage failed, restarting: {reason}"[:400])
+    with contextlib.suppress(Exception):
+        for site in list(runner.sites):
+            await site.stop()
+        server = runner.server
+        if server is not None:
+            server.pre_shutdown()
+            await asyncio.wait_for(server.shutdown(FATAL_DRAIN_S), timeout=FATAL_DRAIN_S + 1)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    exit_now(EXIT_STORAGE_FAILED)

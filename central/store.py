@@ -10,6 +10,7 @@ canonical bytes received, never re-encoded.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 
 import aiosqlite
 
+from central.errors import StorageFailed
 from central.schema import MIGRATIONS
 from protocol import Receipt
 
@@ -25,9 +27,19 @@ __all__ = ["EntryBatch", "EntryRow", "ForkEvidence", "HeadRow", "HubStore", "Sql
 
 Extra = Callable[[aiosqlite.Connection], Awaitable[None]]
 
+log = logging.getLogger("motcua.central.store")
+
 
 class StoreClosed(RuntimeError):
     """The store was used after close()."""
+
+
+_SQLITE_IOERR = 10
+
+
+def _io_error(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == _SQLITE_IOERR
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +115,10 @@ class SqliteStore:
         self._reader: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+        #: fail-stop (as the node's store): set by an I/O error on the write path, refuses later writes
+        self.failed: StorageFailed | None = None
+        #: called once when the store fails (``serve`` exits for a restart)
+        self.on_failure: list[Callable[[StorageFailed], None]] = []
 
     async def open(self) -> SqliteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,16 +163,47 @@ class SqliteStore:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT); rolls back on any error."""
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT); rolls back on any error.
+
+        An I/O error (SQLITE_IOERR) anywhere in it fails the store: this and every later write raise
+        ``StorageFailed`` and ``on_failure`` runs (fsyncgate: no fsync is retried, see ``StorageFailed``).
+        """
+        if self.failed is not None:
+            raise StorageFailed(f"store failed earlier: {self.failed.detail}")
         async with self._lock:
             db = self._conn(reader=False)
-            await db.execute("BEGIN IMMEDIATE")
+            if self.failed is not None:
+                raise StorageFailed(f"store failed earlier: {self.failed.detail}")
             try:
-                yield db
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-            await db.execute("COMMIT")
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    if db.in_transaction:
+                        await db.execute("ROLLBACK")
+                    raise
+                try:
+                    await db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:  # SQLite may already have rolled back by itself
+                        await db.execute("ROLLBACK")
+                    raise
+            except Exception as exc:
+                if not _io_error(exc):
+                    raise
+                raise self._fail(exc) from exc
+
+    def _fail(self, exc: BaseException) -> StorageFailed:
+        error = StorageFailed(str(exc))
+        if self.failed is None:
+            self.failed = error
+            log.critical("hub storage failed on %s: %s; refusing writes until restart", self.path, exc)
+            for hook in tuple(self.on_failure):
+                try:
+                    hook(error)
+                except Exception:
+                    log.exception("on_failure hook failed")
+        return error
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -190,6 +190,75 @@ async def test_fsync_eio_on_the_database_is_fail_stop(tmp_path: Path, mode: str,
             exit_code=code, failed_present_after_restart=int(present), acked_lost=0)  # fmt: skip
 
 
+async def test_hub_fsync_eio_is_fail_stop(tmp_path: Path, figures) -> None:  # type: ignore[no-untyped-def]
+    """The hub under the same rule: EIO on fdatasync during a push (real ``motcua-central serve``) is
+    503 ``storage_failed``, the hub exits with EXIT_STORAGE_FAILED without another fsync, and after a
+    restart the database checks out and the resent push is acknowledged exactly once."""
+    import subprocess
+    import sys
+
+    from central.service import EXIT_STORAGE_FAILED
+    from protocol import Receipt
+    from tests.reliability.hubsim import HubNode, check_hub_db, new_hub
+    from tests.reliability.procs import ROOT
+
+    shim = build_shim(tmp_path)
+    sim = HubNode("CN01")
+    data = tmp_path / "hub"
+    hub_key = await new_hub(data, [sim])
+    ctl = tmp_path / "syncfault.ctl"
+    port = free_port()
+
+    def spawn() -> ServerProc:
+        env = dict(os.environ, LD_PRELOAD=str(shim), SYNCFAULT_CTL=str(ctl), SYNCFAULT_MATCH="hub.sqlite3")
+        with (tmp_path / "hub.log").open("ab") as out:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "central", "--data", str(data), "serve",
+                 "--listen", f"127.0.0.1:{port}"],
+                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            )  # fmt: skip
+        return ServerProc(popen.pid, port, tmp_path / "hub.log", popen)
+
+    proc = spawn()
+    try:
+        await wait_serving(proc)
+        async with aiohttp.ClientSession() as session:
+            status, body = await sim.push(session, proc.url, 1, 5)
+            assert status == 200, body
+            sim.receipts.append(Receipt.from_wire(body["receipt"]))
+            ctl.write_text("p")
+            status, body = await sim.push(session, proc.url, 6, 8)
+            assert (status, body["error"]) == (503, "storage_failed"), (status, body)
+        assert proc.popen is not None
+        code = proc.popen.wait(timeout=15)
+        assert code == EXIT_STORAGE_FAILED, (code, proc.log.read_text(errors="replace")[-2000:])
+        eio_calls = len((tmp_path / "syncfault.ctl.log").read_text().splitlines())
+        assert eio_calls == 1, "an fsync on the hub database ran again after the failed one"
+    finally:
+        if proc.alive():
+            proc.kill()
+    ctl.unlink()
+    held = check_hub_db(data / "hub.sqlite3", [sim], hub_key)["CN01"]
+    assert held in (5, 8), held  # the failed push whole or absent
+    proc = spawn()
+    try:
+        await wait_serving(proc)
+        async with aiohttp.ClientSession() as session:
+            status, body = await sim.push(session, proc.url, 6, 8)
+            assert status == 200, body
+            sim.receipts.append(Receipt.from_wire(body["receipt"]))
+    finally:
+        proc.stop()
+    assert check_hub_db(data / "hub.sqlite3", [sim], hub_key)["CN01"] == 8
+    done = subprocess.run(
+        [sys.executable, "-m", "central", "--data", str(data), "verify", "--quiet"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures("D4 hub fdatasync EIO fail-stop", eio_calls=eio_calls, exit_code=code,
+            failed_push_present_after_restart=int(held == 8))  # fmt: skip
+
+
 # -- enumerated faults on the scan ingest path (FileOps seam) -------------------------------------------
 
 

@@ -102,11 +102,14 @@ async def test_database_disk_full_refuses_clearly_and_recovers_without_repair(
 # -- EIO from fdatasync on the database (LD_PRELOAD shim, real process) ---------------------------------
 
 
-def _spawn_with_shim(data: Path, shim: Path, ctl: Path, port: int, log: Path) -> ServerProc:
+def _spawn_with_shim(
+    data: Path, shim: Path, ctl: Path, port: int, log: Path, extra_env: dict[str, str] | None = None
+) -> ServerProc:
     import subprocess
     import sys
 
     env = dict(os.environ, LD_PRELOAD=str(shim), SYNCFAULT_CTL=str(ctl), SYNCFAULT_MATCH="node.sqlite3")
+    env.update(extra_env or {})
     with log.open("ab") as out:
         popen = subprocess.Popen(
             [sys.executable, "-m", "node", "serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"],
@@ -135,6 +138,8 @@ async def test_fsync_eio_on_the_database_is_fail_stop(tmp_path: Path, mode: str,
     exits with EXIT_STORAGE_FAILED without another fsync on the database (no retry, no checkpoint), and
     after a restart the chain verifies, integrity_check is ok and the failed intake is either whole or
     absent; a resend with its Idempotency-Key gives exactly one dossier."""
+    import socket
+
     from node.service import EXIT_STORAGE_FAILED
 
     shim = build_shim(tmp_path)
@@ -142,7 +147,11 @@ async def test_fsync_eio_on_the_database_is_fail_stop(tmp_path: Path, mode: str,
     token = await _new_node(data)
     ctl = tmp_path / "syncfault.ctl"
     port = free_port()
-    proc = _spawn_with_shim(data, shim, ctl, port, tmp_path / "node.log")
+    systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # a fake systemd: what it is told
+    systemd.bind(str(tmp_path / "notify.sock"))
+    systemd.setblocking(False)
+    notify_env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"}
+    proc = _spawn_with_shim(data, shim, ctl, port, tmp_path / "node.log", notify_env)
     acked: dict[str, str] = {}
     try:
         await wait_serving(proc)
@@ -167,6 +176,18 @@ async def test_fsync_eio_on_the_database_is_fail_stop(tmp_path: Path, mode: str,
     finally:
         if proc.alive():
             proc.kill()
+        messages = []
+        while True:
+            try:
+                messages.append(systemd.recv(4096).decode())
+            except BlockingIOError:
+                break
+        systemd.close()
+    failing = "STATUS=Lỗi ghi ổ đĩa, đang khởi động lại"
+    failed_at = [i for i, m in enumerate(messages) if m.startswith(failing)]
+    assert failed_at, messages
+    assert "WATCHDOG=1" not in messages[failed_at[0] :], messages  # no ping once the store failed
+    assert not any("STOPPING=1" in m for m in messages), messages  # a crash for systemd, not a stop
     ctl.unlink(missing_ok=True)
     checker = NodeChecker(data, NODE)
     state = await checker.check(full=True)  # integrity_check, chain from genesis, projections refold

@@ -150,7 +150,12 @@ class Tally:
 
 
 async def _sqlite_sweep(
-    tmp: Path, events: list[Event], seeds: int, rewrite: Callable[[str], str] | None = None
+    tmp: Path,
+    events: list[Event],
+    seeds: int,
+    rewrite: Callable[[str], str] | None = None,
+    *,
+    until_first_failure: bool = False,
 ) -> Tally:
     work = tmp / f"sweep-{seeds}-{rewrite is not None}"
     work.mkdir()
@@ -164,9 +169,11 @@ async def _sqlite_sweep(
             problems = await _check_sqlite_image(image)
         except Exception as exc:  # an image the node cannot open is a failure, named
             problems = [f"{type(exc).__name__}: {exc}"]
-        if problems:
-            tally.failures[f"{image.point}/{image.variant}"] = problems
         shutil.rmtree(image.path.parent)
+        if problems:
+            tally.failures[image.path.parent.name] = problems
+            if until_first_failure:
+                break
     return tally
 
 
@@ -202,7 +209,7 @@ async def test_power_loss_harness_finds_synchronous_normal(tmp_path: Path) -> No
     def normal(sql: str) -> str:
         return "PRAGMA synchronous=NORMAL" if sql.strip().upper() == "PRAGMA SYNCHRONOUS=FULL" else sql
 
-    tally = await _sqlite_sweep(tmp_path, events, 1, normal)
+    tally = await _sqlite_sweep(tmp_path, events, 1, normal, until_first_failure=True)
     lost = [p for problems in tally.failures.values() for p in problems if "missing" in p or "genesis" in p]
     assert lost, "synchronous=NORMAL lost nothing under power loss: the harness cannot see a loss"
 

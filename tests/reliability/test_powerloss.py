@@ -49,8 +49,6 @@ from tests.reliability.powerloss import (
     snapshot_db,
 )
 
-pytest.importorskip("apsw")
-
 NODE = "CN01"
 INIT = "<init>"
 SCAN = "scan:"

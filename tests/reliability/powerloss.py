@@ -59,6 +59,7 @@ __all__ = [
     "capture_sql",
     "replay",
     "replay_matches",
+    "snapshot_db",
 ]
 
 SECTOR = 512

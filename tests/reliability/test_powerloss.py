@@ -98,13 +98,19 @@ async def _workload(
 # -- SQLite ------------------------------------------------------------------------------------------
 
 
+_CAPTURED: list[list[Event]] = []  # one capture per process serves every test (the SQL is data)
+
+
 async def _capture(tmp: Path) -> list[Event]:
+    if _CAPTURED:
+        return _CAPTURED[0]
     events: list[Event] = []
     with capture_sql(events) as receipt:
         await _workload(tmp / "node", receipt)
     assert replay_matches(events, tmp / "node" / "node.sqlite3", tmp / "replayed.sqlite3"), (
         "the captured SQL does not rebuild the same database"
     )
+    _CAPTURED.append(events)
     return events
 
 
@@ -179,21 +185,41 @@ async def test_power_loss_sqlite_every_sync_point(tmp_path: Path, figures) -> No
     await _sqlite_power_loss(tmp_path, figures, seeds=1)
 
 
+async def test_power_loss_sqlite_across_checkpoints(tmp_path: Path, figures) -> None:  # type: ignore[no-untyped-def]
+    await _sqlite_power_loss(tmp_path, figures, seeds=1, checkpoint=8)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 async def test_power_loss_sqlite_every_sync_point_soak(tmp_path: Path, figures) -> None:  # type: ignore[no-untyped-def]
     await _sqlite_power_loss(tmp_path, figures, seeds=25)
+    await _sqlite_power_loss(tmp_path / "ckpt", figures, seeds=25, checkpoint=8)
 
 
-async def _sqlite_power_loss(tmp_path: Path, figures, seeds: int) -> None:  # type: ignore[no-untyped-def]
+def _checkpoint_every(pages: int) -> Callable[[str], str]:
+    """The node's SQL with a WAL autocheckpoint every ``pages`` pages (the node keeps SQLite's 1,000): a
+    small workload then also crosses checkpoints and WAL restarts in the middle of a session."""
+
+    def rewrite(sql: str) -> str:
+        if sql.strip().upper() == "PRAGMA SYNCHRONOUS=FULL":
+            return f"{sql}; PRAGMA wal_autocheckpoint={pages}"
+        return sql
+
+    return rewrite
+
+
+async def _sqlite_power_loss(tmp_path: Path, figures, seeds: int, checkpoint: int | None = None) -> None:  # type: ignore[no-untyped-def]
     started = time.monotonic()
     events = await _capture(tmp_path)
-    tally = await _sqlite_sweep(tmp_path, events, seeds)
+    rewrite = _checkpoint_every(checkpoint) if checkpoint else None
+    tally = await _sqlite_sweep(tmp_path, events, seeds, rewrite)
     assert not tally.failures, tally.failures
     receipts = sum(1 for e in events if e.kind == "receipt")
     assert tally.points > 10 and receipts == 5
+    where = f", autocheckpoint {checkpoint} pages" if checkpoint else ""
     figures(
-        f"D3 power loss, SQLite (garble seeds {seeds})", statements=sum(e.kind == "sql" for e in events),
+        f"D3 power loss, SQLite (garble seeds {seeds}{where})",
+        statements=sum(e.kind == "sql" for e in events),
         sync_points=tally.points, crash_states=tally.variants, distinct_images_checked=tally.images,
         recovered="100%", seconds=round(time.monotonic() - started, 1),
     )  # fmt: skip

@@ -41,7 +41,7 @@ from node import config as config_module
 from node import opscli, sync_cli
 from node.auth import add_user, create_token
 from node.config import KINDS, NodeConfig
-from node.errors import ConfigError, InvalidInput, NodeError
+from node.errors import ConfigError, InvalidInput, NodeError, StorageFailed
 from node.provision import init_node
 from node.store import Store
 from node.syncstate import sync_summary
@@ -51,6 +51,7 @@ from protocol.keys import fingerprint, load_private_key, public_key_text
 __all__ = ["main"]
 
 EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
+EXIT_STORAGE_FAILED = 75  # node.service.EXIT_STORAGE_FAILED: an I/O error on the database, restart
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -423,6 +424,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     except ConfigError as exc:
         err.write(f"lỗi cấu hình: {exc.message}\n")
         return EXIT_USAGE
+    except StorageFailed as exc:  # e.g. at startup, before serve's own fail-stop path is armed
+        err.write(f"lỗi: {exc.message}\n")
+        return EXIT_STORAGE_FAILED
     except NodeError as exc:
         err.write(f"lỗi: {exc.message}\n")
         return EXIT_USAGE if exc.status in (409, 422) else EXIT_RUNTIME

@@ -91,3 +91,9 @@ async def test_disk_full_is_not_fail_stop(client: TestClient[Any, Any], token: s
     fault.append(0)  # space freed
     resp = await client.post("/api/v1/dossiers", json=reception(), headers=headers)
     assert resp.status == 201
+
+
+def test_cli_and_serve_agree_on_the_exit_status() -> None:
+    from node import cli, service
+
+    assert cli.EXIT_STORAGE_FAILED == service.EXIT_STORAGE_FAILED == 75

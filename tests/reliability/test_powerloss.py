@@ -162,7 +162,7 @@ async def _sqlite_sweep(
     until_first_failure: bool = False,
 ) -> Tally:
     work = tmp / f"sweep-{seeds}-{rewrite is not None}"
-    work.mkdir()
+    work.mkdir(parents=True)
     kwargs = {"rewrite": rewrite} if rewrite else {}
     images, points = await asyncio.to_thread(
         replay, events, work / "node.sqlite3", work / "img", seeds=seeds, **kwargs

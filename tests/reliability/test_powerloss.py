@@ -6,7 +6,8 @@ The workload runs the node's real code (``init_node``, ``Node.open``, ``Desk.rec
 - SQLite: the writer's exact SQL is replayed through apsw on the crash VFS; at every ``xSync`` the
   keep / drop / garble images are opened with the real stack and must hold: ``integrity_check`` ok, the
   store opens (WAL recovery, migrations), the chain and projections verify, every dossier receipted
-  before the crash is there, the registered scan is there once its attachment was acknowledged.
+  before the crash is there, the registered scan is there once its attachment was acknowledged. A second
+  sweep checkpoints every 8 pages (checkpoints and WAL restarts inside a session).
 - Blobs: at every fsync of the blob store and every committed transaction, the ``blobs/`` image plus the
   committed database go through the node's startup sweep and must hold: no registered blob missing or
   failing its hash, no temp file left, every receipted dossier present.

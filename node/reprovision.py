@@ -255,6 +255,28 @@ async def fetch_missing(store: Store, node: str, key: Ed25519PrivateKey, view: H
             local = {int(e): int(s) async for e, s in cursor}
     fetched: list[Entry] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        # Every old epoch the hub holds must agree with the local log where both have entries. The check
+        # at the sealed head (start_next_epoch) covers only epoch E-1, and nothing when E-1 is empty at
+        # the hub (enrolled, never pushed): a backup of a cloned copy would then be accepted with another
+        # history than the hub's in an older epoch.
+        state = HubState.from_wire(
+            decode(await _signed_get(session, view, node, key, "/v1/sync/state"), max_bytes=None)
+        )
+        for held in state.logs:
+            if held.log != node or held.epoch >= view.epoch or held.seq == 0:
+                continue
+            if local.get(held.epoch, 0) < held.seq:
+                continue  # fetched below and verified as the continuation of the local log
+            row = await store.fetchone(
+                "SELECT hash FROM entries WHERE log = ? AND epoch = ? AND seq = ?",
+                (node, held.epoch, held.seq),
+            )
+            if row is None or str(row[0]) != held.head:
+                raise ForkRefused(
+                    f"trung tâm giữ {node}/{held.epoch} đến seq {held.seq} ({(held.head or '')[:16]}), "
+                    f"bản sao lưu có {'không có' if row is None else str(row[0])[:16]} ở vị trí đó: hai lịch "
+                    "sử khác nhau; không ghi gì. Khôi phục từ trung tâm (motcua-node restore)."
+                )
         for epoch in range(min(local, default=1), view.previous.epoch + 1):
             after = local.get(epoch, 0)
             while True:

@@ -99,11 +99,9 @@ class HubFaults:
             self.release.set()
         self.mode = ""
         held, self.held = self.held, []
-        for task in held:
-            for _ in range(200):  # bounded: a released handler finishes within a few loop turns
-                if task.done():
-                    break
-                await asyncio.sleep(0.001)
+        pending = [task for task in held if not task.done()]
+        if pending:  # bounded: a released handler finishes within a few loop turns
+            await asyncio.wait(pending, timeout=5)
 
 
 class World:

@@ -57,8 +57,8 @@ from tests.reliability.modelnode import Branch
 from tests.reliability.modelsim import World
 
 QUICK_EXAMPLES = int(os.environ.get("MOTCUA_MODEL_EXAMPLES", "2000"))
-QUICK_STEPS = int(os.environ.get("MOTCUA_MODEL_STEPS", "8"))
-SLOW_EXAMPLES = 20_000
+QUICK_STEPS = int(os.environ.get("MOTCUA_MODEL_STEPS", "6"))
+SLOW_EXAMPLES = int(os.environ.get("MOTCUA_MODEL_LONG_EXAMPLES", "20000"))
 SLOW_STEPS = 20
 
 _STATS: dict[str, int] = {}  # rules run, outcomes (the figures of a run)
@@ -431,6 +431,29 @@ class NodeModel(RuleBasedStateMachine):
         epoch, cut = self.w.run(self.w.revoke(self.node_id))
         self.revoked[epoch] = cut
         _count("revoke")
+
+    @precondition(lambda self: self._hub_status() in ("active", "quarantined"))
+    @rule()
+    def revoke_during_push(self) -> None:
+        """The admin revokes the node while its push is at the hub, after the round's hello said
+        ``active``: the hub must refuse the push itself."""
+
+        async def go() -> None:
+            faults = self.w.faults
+            faults.arm("hold_before")
+            assert faults.reached is not None
+            round_ = asyncio.ensure_future(self.b.sync())
+            waiter = asyncio.ensure_future(faults.reached.wait())
+            await asyncio.wait({round_, waiter}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            hit = waiter.done()
+            waiter.cancel()
+            epoch, cut = await self.w.revoke(self.node_id)
+            self.revoked[epoch] = cut
+            await faults.settle()  # the held push goes on, now after the revocation
+            self._after_sync(await round_)
+            _count("revoke during a push" if hit else "revoke")
+
+        self.w.run(go())
 
     @precondition(lambda self: self._hub_status() == "quarantined")
     @rule()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import socket
 import sqlite3
 import sys
@@ -123,6 +124,10 @@ class World:
         self._reader: sqlite3.Connection | None = None
         self._reader_path: Path | None = None
         self.template: Path | None = None
+        # the dropped answers are logged by aiohttp as errors: keep a failure's output readable
+        self._server_log = logging.getLogger("aiohttp.server")
+        self._server_level = self._server_log.level
+        self._server_log.setLevel(logging.CRITICAL)
 
     @property
     def base(self) -> str:
@@ -208,6 +213,7 @@ class World:
         return self._reader.execute(sql, args).fetchall()
 
     def close(self) -> None:
+        self._server_log.setLevel(self._server_level)
         if self._reader is not None:
             self._reader.close()
         with contextlib.suppress(Exception):

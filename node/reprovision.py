@@ -9,7 +9,8 @@ The rule (DESIGN.md §3, SPEC §7.9), the only one that can never fork and never
   old epoch at the head **it** holds and names that head in its signed answer;
 - before the new genesis is written, the node fetches from the hub every entry of its old epochs that
   the backup lacks (``fetch_missing``) and stores them with their projections, so the code allocator's
-  per-day maximum covers every number the hub has seen, in every epoch;
+  per-day maximum covers every number the hub has seen, in every epoch; first it checks that every old
+  epoch the backup holds agrees with the hub's head of that epoch (``ForkRefused`` otherwise);
 - ``start_next_epoch`` then checks, in one write transaction, that the local log agrees with the sealed
   head (same hash at the sealed seq: otherwise it is a fork and nothing is written), and writes the
   genesis of epoch ``sealed.epoch + 1`` naming exactly the sealed head.

@@ -9,7 +9,8 @@ The rule (DESIGN.md §3, SPEC §7.9), the only one that can never fork and never
   old epoch at the head **it** holds and names that head in its signed answer;
 - before the new genesis is written, the node fetches from the hub every entry of its old epochs that
   the backup lacks (``fetch_missing``) and stores them with their projections, so the code allocator's
-  per-day maximum covers every number the hub has seen, in every epoch;
+  per-day maximum covers every number the hub has seen, in every epoch; first it checks that every old
+  epoch the backup holds agrees with the hub's head of that epoch (``ForkRefused`` otherwise);
 - ``start_next_epoch`` then checks, in one write transaction, that the local log agrees with the sealed
   head (same hash at the sealed seq: otherwise it is a fork and nothing is written), and writes the
   genesis of epoch ``sealed.epoch + 1`` naming exactly the sealed head.
@@ -255,6 +256,28 @@ async def fetch_missing(store: Store, node: str, key: Ed25519PrivateKey, view: H
             local = {int(e): int(s) async for e, s in cursor}
     fetched: list[Entry] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        # Every old epoch the hub holds must agree with the local log where both have entries. The check
+        # at the sealed head (start_next_epoch) covers only epoch E-1, and nothing when E-1 is empty at
+        # the hub (enrolled, never pushed): a backup of a cloned copy would then be accepted with another
+        # history than the hub's in an older epoch.
+        state = HubState.from_wire(
+            decode(await _signed_get(session, view, node, key, "/v1/sync/state"), max_bytes=None)
+        )
+        for held in state.logs:
+            if held.log != node or held.epoch >= view.epoch or held.seq == 0:
+                continue
+            if local.get(held.epoch, 0) < held.seq:
+                continue  # fetched below and verified as the continuation of the local log
+            row = await store.fetchone(
+                "SELECT hash FROM entries WHERE log = ? AND epoch = ? AND seq = ?",
+                (node, held.epoch, held.seq),
+            )
+            if row is None or str(row[0]) != held.head:
+                raise ForkRefused(
+                    f"trung tâm giữ {node}/{held.epoch} đến seq {held.seq} ({(held.head or '')[:16]}), "
+                    f"bản sao lưu có {'không có' if row is None else str(row[0])[:16]} ở vị trí đó: hai lịch "
+                    "sử khác nhau; không ghi gì. Khôi phục từ trung tâm (motcua-node restore)."
+                )
         for epoch in range(min(local, default=1), view.previous.epoch + 1):
             after = local.get(epoch, 0)
             while True:

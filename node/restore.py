@@ -231,7 +231,7 @@ async def _import(
         head = held.get(old)
         target = anchor if anchor is not None and anchor.epoch == old else None
         if target is None and head is not None:
-            target = Head(node, old, head.seq, head.hash)
+            target = Head(node, old, head.seq, head.head)
         anchor = None
         if target is None or target.seq == 0:
             continue  # nothing held of that epoch (enrolled, never pushed): nothing to restore

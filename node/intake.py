@@ -31,6 +31,7 @@ import functools
 import hashlib
 import logging
 import os
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -43,7 +44,7 @@ import aiosqlite
 from node.errors import CodeExhausted, Conflict, InvalidInput, JournalError, NodeError
 from node.inputs import ID_TYPES, InputReader
 from node.journal import Journal
-from node.store import Store
+from node.store import Store, run_sync
 from protocol.calendar import Calendar, local_date
 from protocol.catalog import AssessedFee, Catalog, PerPageFee, Procedure
 from protocol.deadline import due_at
@@ -188,6 +189,49 @@ def _hashers() -> concurrent.futures.ThreadPoolExecutor:
 
 def _chunks(values: list[str]) -> list[list[str]]:
     return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)]
+
+
+def _group_reads(
+    conn: sqlite3.Connection, keys: list[str], codes: list[str]
+) -> tuple[dict[str, tuple[object, ...]], set[str]]:
+    """On the writer's thread, in the group's transaction: the idempotency rows of ``keys``, and which of
+    ``codes`` the log holds already (one hand-off for both)."""
+    known: dict[str, tuple[object, ...]] = {}
+    for chunk in _chunks(keys):
+        rows = conn.execute(
+            "SELECT key, fingerprint, dossier, log, epoch, seq, kind FROM idempotency"
+            f" WHERE key IN ({','.join('?' * len(chunk))})",
+            chunk,
+        )
+        known.update((str(r[0]), tuple(r)) for r in rows)
+    stored: set[str] = set()
+    for chunk in _chunks(codes):
+        rows = conn.execute(
+            f"SELECT DISTINCT dossier FROM entries WHERE dossier IN ({','.join('?' * len(chunk))})", chunk
+        )
+        stored.update(str(r[0]) for r in rows)
+    return known, stored
+
+
+def _group_rows(
+    conn: sqlite3.Connection,
+    lookups: list[tuple[object, ...]],
+    remembered: list[tuple[object, ...]],
+    codes: list[str],
+) -> dict[str, tuple[int, str, int | None]]:
+    """On the writer's thread, after the group's entries: lookup codes and idempotency rows, then the
+    states of ``codes`` as projected (one hand-off)."""
+    if lookups:
+        conn.executemany("INSERT INTO lookup_codes VALUES (?,?,?)", lookups)
+    if remembered:
+        conn.executemany("INSERT INTO idempotency VALUES (?,?,?,?,?,?,?,?,?)", remembered)
+    states: dict[str, tuple[int, str, int | None]] = {}
+    for chunk in _chunks(codes):
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT code, national, state, due_at FROM dossiers WHERE code IN ({marks})"
+        rows = conn.execute(sql, chunk)
+        states.update((str(r[0]), (int(r[1]), str(r[2]), r[3])) for r in rows)
+    return states
 
 
 def _retrieve(done: asyncio.Future[Recorded]) -> None:
@@ -609,14 +653,8 @@ class Desk:
         """Inside the transaction: replays, then every new entry (``Journal.append_many``) and its rows."""
         outcomes: list[object] = [None] * len(group)
         keys = sorted({item.key for item in group if item.key is not None})
-        known: dict[str, tuple[object, ...]] = {}
-        for chunk in _chunks(keys):
-            rows = await db.execute_fetchall(
-                "SELECT key, fingerprint, dossier, log, epoch, seq, kind FROM idempotency"
-                f" WHERE key IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
-            known.update((str(r[0]), tuple(r)) for r in rows)
+        codes = [str(group[i].code) for i in range(len(group))]
+        known, stored = await run_sync(db, _group_reads, keys, codes)
         fresh: list[int] = []
         seen: set[str] = set()
         for i, item in enumerate(group):
@@ -636,13 +674,8 @@ class Desk:
                     continue
                 seen.add(item.key)
             fresh.append(i)
-        codes = [str(group[i].code) for i in fresh]
-        taken: set[str] = {c for c, n in Counter(codes).items() if n > 1}
-        for chunk in _chunks(codes):
-            rows = await db.execute_fetchall(
-                f"SELECT DISTINCT dossier FROM entries WHERE dossier IN ({','.join('?' * len(chunk))})", chunk
-            )
-            taken.update(str(r[0]) for r in rows)
+        fresh_codes = [str(group[i].code) for i in fresh]
+        taken: set[str] = {c for c, n in Counter(fresh_codes).items() if n > 1} | (stored & set(fresh_codes))
         if taken:  # never a second dossier under a code: the store holds codes this desk did not count
             self._forget()
             for i in fresh:
@@ -652,7 +685,7 @@ class Desk:
                     )
             fresh = [i for i in fresh if outcomes[i] is None]
         results = await self.journal.append_many(
-            db, [(group[i].kind, group[i].body, group[i].actor) for i in fresh]
+            db, [(group[i].kind, group[i].body, group[i].actor) for i in fresh], built=True
         )
         written: list[tuple[int, Entry]] = []
         for i, result in zip(fresh, results, strict=True):
@@ -663,26 +696,17 @@ class Desk:
         if not written:
             return outcomes
         lookups = [(str(group[i].code), group[i].lookup, group[i].now) for i, _ in written if group[i].lookup]
-        if lookups:
-            await db.executemany("INSERT INTO lookup_codes VALUES (?,?,?)", lookups)
         remembered = [
             (item.key, item.print_, item.actor, str(item.code), e.kind, e.log, e.epoch, e.seq, item.now)
             for item, e in ((group[i], e) for i, e in written)
             if item.key is not None
         ]
-        if remembered:
-            await db.executemany("INSERT INTO idempotency VALUES (?,?,?,?,?,?,?,?,?)", remembered)
+        codes = [str(group[i].code) for i, _ in written]
+        states = await run_sync(db, _group_rows, lookups, remembered, codes)
         if self.receipts is not None:
             for i, _ in written:
                 if group[i].receipt is not None:
                     await self.receipts.commit(db, group[i].receipt)
-        states: dict[str, tuple[int, str, int | None]] = {}
-        for chunk in _chunks([str(group[i].code) for i, _ in written]):
-            marks = ",".join("?" * len(chunk))
-            rows = await db.execute_fetchall(
-                f"SELECT code, national, state, due_at FROM dossiers WHERE code IN ({marks})", chunk
-            )
-            states.update((str(r[0]), (int(r[1]), str(r[2]), r[3])) for r in rows)
         for i, entry in written:
             item = group[i]
             status, state, due = states.get(str(item.code), (0, "pending", None))

@@ -186,9 +186,12 @@ def _install(out: Path) -> None:
         inner: list[float] = []
 
         def commit() -> None:
+            path = getattr(self, "_probe_path", None)
+            size = os.stat(path).st_mtime_ns if path else 0
             inner.append(now())
             self._conn.commit()
             inner.append(now())
+            inner.append(float(path is not None and os.stat(path).st_mtime_ns != size))
 
         t = now()
         if getattr(self, "_conn", None) is None:
@@ -196,21 +199,25 @@ def _install(out: Path) -> None:
         await self._execute(commit)
         end = now()
         g = current.get("group")
-        TRACE["commits"].append((t, inner[0], inner[1], end, g["n"] if g else 0))
+        TRACE["commits"].append((t, inner[0], inner[1], end, g["n"] if g else 0, inner[2]))
 
     aiosqlite.Connection.commit = aio_commit  # type: ignore[method-assign]
 
-    if os.environ.get("PROBE_NOCKPT"):  # experiment: no automatic checkpoints on the writer
-        import node.store as store
+    import node.store as store
 
-        original_open = store.Store.open.__func__  # type: ignore[attr-defined]
+    original_open = store.Store.open.__func__  # type: ignore[attr-defined]
 
-        async def store_open(cls: Any, *args: Any, **kw: Any) -> Any:
-            s = await original_open(cls, *args, **kw)
+    async def store_open(cls: Any, path: Any, *args: Any, **kw: Any) -> Any:
+        s = await original_open(cls, path, *args, **kw)
+        s._writer._probe_path = str(path)  # a commit that changes the main file ran a checkpoint
+        if os.environ.get("PROBE_NOCKPT"):  # experiment: no automatic checkpoints on the writer
             await s._writer.execute("PRAGMA wal_autocheckpoint=0")
-            return s
+        return s
 
-        store.Store.open = classmethod(store_open)  # type: ignore[assignment]
+    store.Store.open = classmethod(store_open)  # type: ignore[assignment]
+
+    if os.environ.get("PROBE_SWITCH"):  # experiment: the GIL switch interval
+        sys.setswitchinterval(float(os.environ["PROBE_SWITCH"]))
 
     # -- event-loop lag -------------------------------------------------------------------------------
     original_serve = service.serve
@@ -276,6 +283,7 @@ def analyse(folder: Path) -> None:
     print(f"  projection: {_ms([g['project'][1] - g['project'][0] for g in groups if 'project' in g])}")
     print(f"  COMMIT await: {_ms([c[3] - c[0] for c in commits])}")
     print(f"  sqlite commit (fsync): {_ms([c[2] - c[1] for c in commits])}")
+    print(f"    with a checkpoint: {_ms([c[2] - c[1] for c in commits if c[5]])}")
     print(
         f"  hop to writer: {_ms([c[1] - c[0] for c in commits])}, back: {_ms([c[3] - c[2] for c in commits])}"
     )

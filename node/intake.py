@@ -34,7 +34,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
@@ -215,8 +215,8 @@ def _group_reads(
 
 def _group_rows(
     conn: sqlite3.Connection,
-    lookups: list[tuple[object, ...]],
-    remembered: list[tuple[object, ...]],
+    lookups: Sequence[tuple[object, ...]],
+    remembered: Sequence[tuple[object, ...]],
     codes: list[str],
 ) -> dict[str, tuple[int, str, int | None]]:
     """On the writer's thread, after the group's entries: lookup codes and idempotency rows, then the
@@ -684,8 +684,21 @@ class Desk:
                         "Số hồ sơ vừa cấp đã có trong nhật ký; vui lòng gửi lại.", detail=str(group[i].code)
                     )
             fresh = [i for i in fresh if outcomes[i] is None]
-        results = await self.journal.append_many(
-            db, [(group[i].kind, group[i].body, group[i].actor) for i in fresh], built=True
+        lookups = [(str(group[i].code), group[i].lookup, group[i].now) for i in fresh if group[i].lookup]
+        keyed = {str(group[i].code): group[i] for i in fresh if group[i].key is not None}
+
+        def rows(conn: sqlite3.Connection, entries: list[Entry]) -> dict[str, tuple[int, str, int | None]]:
+            """Lookup codes, idempotency rows and the projected states, in the entries' hand-off."""
+            mine = {str(e.body.get("dossier")): e for e in entries}
+            remembered = [
+                (item.key, item.print_, item.actor, code, e.kind, e.log, e.epoch, e.seq, item.now)
+                for code, item in keyed.items()
+                if (e := mine.get(code)) is not None
+            ]
+            return _group_rows(conn, [r for r in lookups if r[0] in mine], remembered, sorted(mine))
+
+        results, states_or_none = await self.journal.append_many_then(
+            db, [(group[i].kind, group[i].body, group[i].actor) for i in fresh], built=True, then=rows
         )
         written: list[tuple[int, Entry]] = []
         for i, result in zip(fresh, results, strict=True):
@@ -695,14 +708,7 @@ class Desk:
                 outcomes[i] = result
         if not written:
             return outcomes
-        lookups = [(str(group[i].code), group[i].lookup, group[i].now) for i, _ in written if group[i].lookup]
-        remembered = [
-            (item.key, item.print_, item.actor, str(item.code), e.kind, e.log, e.epoch, e.seq, item.now)
-            for item, e in ((group[i], e) for i, e in written)
-            if item.key is not None
-        ]
-        codes = [str(group[i].code) for i, _ in written]
-        states = await run_sync(db, _group_rows, lookups, remembered, codes)
+        states = states_or_none or {}
         if self.receipts is not None:
             for i, _ in written:
                 if group[i].receipt is not None:

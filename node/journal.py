@@ -15,7 +15,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -70,6 +70,7 @@ Projector = Callable[[aiosqlite.Connection, Entry], Awaitable[None]]
 carry ``many(db, entries)``: the same for several entries at once (``Journal.append_many`` uses it)."""
 
 Wall = Callable[[], int]
+T = TypeVar("T")
 
 
 def _wall_ms() -> int:
@@ -218,6 +219,18 @@ class Journal:
         *,
         built: bool = False,
     ) -> list[Entry | NodeError]:
+        """Sign and store several entries, in order (``append_many_then`` without a last step)."""
+        results, _ = await self.append_many_then(db, items, built=built)
+        return results
+
+    async def append_many_then(
+        self,
+        db: aiosqlite.Connection,
+        items: Sequence[tuple[str, Mapping[str, Any], str]],
+        *,
+        built: bool = False,
+        then: Callable[[sqlite3.Connection, list[Entry]], T] | None = None,
+    ) -> tuple[list[Entry | NodeError], T | None]:
         """Sign and store several entries, in order, in the caller's write transaction (group commit).
 
         ``items`` are ``(kind, body, actor)``. The head is read once; each entry follows the one before
@@ -231,6 +244,10 @@ class Journal:
         (NFC, with its ``actor``) an instant ago; they are not validated again unless the actor
         differs. Reading the head, signing, the INSERT and a projector with ``sync_many`` run in one
         hand-off to the writer's thread (``run_sync``), not a round trip of the event loop each.
+
+        ``then(conn, entries)``, if given, runs on the writer's thread after the entries and their
+        projections, in the same hand-off when it can (the caller's own rows for these entries); its
+        result comes back with the entries (``None`` when nothing was written).
         """
         if not db.in_transaction:
             raise JournalError(detail="append outside a write transaction")
@@ -252,9 +269,12 @@ class Journal:
                 continue
             prepared.append((kind, full))
         if not any(isinstance(p, tuple) for p in prepared):
-            return [p for p in prepared if isinstance(p, NodeError)]
+            return [p for p in prepared if isinstance(p, NodeError)], None
         project_sync = getattr(self.project, "sync_many", None) if self.project is not None else None
-        results, entries = await run_sync(db, self._append_sync, prepared, self.wall(), project_sync)
+        inline = then if self.project is None or project_sync is not None else None
+        results, entries, after = await run_sync(
+            db, self._append_sync, prepared, self.wall(), project_sync, inline
+        )
         if entries and self.project is not None and project_sync is None:
             many = getattr(self.project, "many", None)
             if many is not None:
@@ -262,8 +282,10 @@ class Journal:
             else:
                 for entry in entries:
                     await self.project(db, entry)
+            if then is not None:
+                after = await run_sync(db, then, entries)
         self.appended += len(entries)
-        return results
+        return results, after
 
     def _append_sync(
         self,
@@ -271,8 +293,9 @@ class Journal:
         prepared: list[tuple[str, dict[str, Any]] | NodeError],
         wall: int,
         project_sync: Callable[..., None] | None,
-    ) -> tuple[list[Entry | NodeError], list[Entry]]:
-        """On the writer's thread: head, sync gate, signing, the INSERT, and ``project_sync``."""
+        then: Callable[[sqlite3.Connection, list[Entry]], T] | None,
+    ) -> tuple[list[Entry | NodeError], list[Entry], T | None]:
+        """On the writer's thread: head, sync gate, signing, the INSERT, ``project_sync``, ``then``."""
         row = conn.execute(
             "SELECT seq, hash, time_ms, time_n FROM entries WHERE log = ? AND epoch = ?"
             " ORDER BY seq DESC LIMIT 1",
@@ -316,7 +339,9 @@ class Journal:
             conn.executemany(_INSERT_ENTRY, [_entry_row(e, wall) for e in entries])
             if project_sync is not None:  # every body here passed validate_body just now
                 project_sync(conn, entries, frozenset(e.hash for e in entries))
-        return results, entries
+            if then is not None:
+                return results, entries, then(conn, entries)
+        return results, entries, None
 
     async def entries_after(
         self, db: aiosqlite.Connection, epoch: int, seq: int, *, limit: int = 1000

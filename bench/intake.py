@@ -13,6 +13,11 @@ latency (clients / 25 ms; the commit and lookup-hash ceilings are printed for re
 whose goal is p99 <= 25 ms (ratio p99/25 ms, lower is better).
 
     python -m bench.intake [--clients 16] [--dossiers 800] [--rounds 3]
+
+Investigation aids: ``MOTCUA_BENCH_PYSPY=out.txt`` samples the node with py-spy; ``MOTCUA_BENCH_TRACE=DIR``
+serves the node through ``bench.intake_probe`` (phase timings per reception and per group commit, fsync
+and checkpoints, GC pauses, event-loop lag) and saves the clients' stamps; then
+``python -m bench.intake_probe --analyse DIR``.
 """
 
 from __future__ import annotations

@@ -14,12 +14,14 @@ again, never twice: an uncommitted code was never printed. A reservation is rele
 reception's transaction has ended, even if the request went away before.
 
 Group commit: a reception ready to be written joins a queue; one background task writes the whole queue
-in one transaction (one fsync: ``Journal.append_many``, ``executemany`` for the rows), then answers each
-request, only after that COMMIT. What arrives meanwhile forms the next group. A request whose
-idempotency key is already in the group waits for the next one (and is then a replay). If the group's
-transaction fails, each of its receptions is retried alone in its own transaction, so one bad request
-answers its own error and never loses or half-writes the others; if a COMMIT fails, nobody in that
-group is told their dossier was recorded.
+in one transaction (one fsync: ``Journal.append_many_then``, ``executemany`` for the rows), then answers
+each request, only after that COMMIT. The transaction is four trips to the writer's thread whatever the
+group's size (BEGIN; the idempotency keys and codes already in the log; the entries, their projections
+and the desk's own rows in one ``run_sync``; COMMIT): each trip waits for a turn of the event loop.
+What arrives meanwhile forms the next group. A request whose idempotency key is already in the group
+waits for the next one (and is then a replay). If the group's transaction fails, each of its receptions
+is retried alone in its own transaction, so one bad request answers its own error and never loses or
+half-writes the others; if a COMMIT fails, nobody in that group is told their dossier was recorded.
 """
 
 from __future__ import annotations

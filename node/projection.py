@@ -7,6 +7,9 @@ computation; ``motcua-node verify`` checks that the stored tables equal a refold
 ``apply_many`` (a group commit) inserts a brand-new dossier's rows directly: its refold is the fold of
 its one creating event, and its counters are increments of what a recount would find.
 
+The work runs on the connection's own thread (``*_sync`` functions on the plain ``sqlite3`` connection,
+called through ``node.store.run_sync``): one hand-off per call, not one per statement.
+
 Tables: ``dossiers`` (one row per dossier: status, applicant, dates, search keys, the folded state as
 JSON), ``timeline`` (applied events), ``conflicts`` (events the fold could not apply), ``counters``
 (events per local day and kind).

@@ -13,6 +13,11 @@ latency (clients / 25 ms; the commit and lookup-hash ceilings are printed for re
 whose goal is p99 <= 25 ms (ratio p99/25 ms, lower is better).
 
     python -m bench.intake [--clients 16] [--dossiers 800] [--rounds 3]
+
+Investigation aids: ``MOTCUA_BENCH_PYSPY=out.txt`` samples the node with py-spy; ``MOTCUA_BENCH_TRACE=DIR``
+serves the node through ``bench.intake_probe`` (phase timings per reception and per group commit, fsync
+and checkpoints, GC pauses, event-loop lag) and saves the clients' stamps; then
+``python -m bench.intake_probe --analyse DIR``.
 """
 
 from __future__ import annotations
@@ -73,7 +78,12 @@ def commit_ceiling(folder: Path, n: int = 300) -> float:
 
 
 async def _client(
-    session: aiohttp.ClientSession, url: str, token: str, todo: list[int], out: list[float]
+    session: aiohttp.ClientSession,
+    url: str,
+    token: str,
+    todo: list[int],
+    out: list[float],
+    stamps: list[tuple[float, float]] | None = None,
 ) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     while todo:
@@ -84,9 +94,13 @@ async def _client(
             if response.status != 201:
                 raise RuntimeError(f"intake answered {response.status}: {await response.text()}")
         out.append(time.perf_counter() - start)
+        if stamps is not None:
+            stamps.append((start, start + out[-1]))
 
 
-async def drive(port: int, token: str, clients: int, dossiers: int) -> tuple[list[float], float]:
+async def drive(
+    port: int, token: str, clients: int, dossiers: int, stamps: list[tuple[float, float]] | None = None
+) -> tuple[list[float], float]:
     url = f"http://127.0.0.1:{port}/api/v1/dossiers"
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
         warm: list[float] = []
@@ -94,7 +108,7 @@ async def drive(port: int, token: str, clients: int, dossiers: int) -> tuple[lis
         todo = list(range(dossiers))
         latencies: list[float] = []
         start = time.perf_counter()
-        await asyncio.gather(*(_client(session, url, token, todo, latencies) for _ in range(clients)))
+        await asyncio.gather(*(_client(session, url, token, todo, latencies, stamps) for _ in range(clients)))
         return latencies, time.perf_counter() - start
 
 
@@ -207,9 +221,16 @@ def one_round(clients: int, dossiers: int) -> Round:
         ceiling = commit_ceiling(folder)
         hashes = hash_ceiling()
         port = _port()
+        trace = os.environ.get("MOTCUA_BENCH_TRACE")
+        stamps: list[tuple[float, float]] | None = None
+        serve_cli = CLI
+        if trace:  # investigation aid: the node with timing probes (bench/intake_probe.py)
+            Path(trace).mkdir(parents=True, exist_ok=True)
+            serve_cli = [sys.executable, "-m", "bench.intake_probe", str(Path(trace) / "node.json")]
+            stamps = []
         with (folder / "serve.log").open("wb") as log:
             proc = subprocess.Popen(
-                [*CLI, "serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"],
+                [*serve_cli, "serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -219,7 +240,7 @@ def one_round(clients: int, dossiers: int) -> Round:
             profiler = _profile(proc.pid)
             cpu_before = _cpu_seconds(proc.pid)
             client_before = time.process_time()
-            latencies, elapsed = asyncio.run(drive(port, token, clients, dossiers))
+            latencies, elapsed = asyncio.run(drive(port, token, clients, dossiers, stamps))
             client_cpu = time.process_time() - client_before
             node_cpu = {k: v - cpu_before.get(k, 0.0) for k, v in _cpu_seconds(proc.pid).items()}
             load = os.getloadavg()[0]
@@ -229,6 +250,8 @@ def one_round(clients: int, dossiers: int) -> Round:
                 profiler.wait(timeout=60)
             proc.terminate()
             proc.wait(timeout=30)
+        if trace and stamps is not None:
+            (Path(trace) / "clients.json").write_text(json.dumps(stamps))
         verify = subprocess.run([*CLI, "verify", "--data", str(data)], capture_output=True, text=True)
         if verify.returncode != 0:
             raise SystemExit(f"verify failed after the run: {verify.stdout}{verify.stderr}")

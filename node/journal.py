@@ -11,16 +11,18 @@ The sync client reads the log through ``entries_after(epoch, seq)`` and ``head()
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node.errors import InvalidInput, JournalError, NodeError
-from node.syncgate import AppendBlocked, clock_for_append, read_gate
+from node.store import run_sync
+from node.syncgate import AppendBlocked, clock_for_append, read_gate_sync
 from protocol import kinds
 from protocol.chain import ChainState, verify_next
 from protocol.dossier.events import DOSSIER_KINDS
@@ -68,6 +70,7 @@ Projector = Callable[[aiosqlite.Connection, Entry], Awaitable[None]]
 carry ``many(db, entries)``: the same for several entries at once (``Journal.append_many`` uses it)."""
 
 Wall = Callable[[], int]
+T = TypeVar("T")
 
 
 def _wall_ms() -> int:
@@ -75,9 +78,12 @@ def _wall_ms() -> int:
 
 
 def validate_local_body(kind: str, body: Mapping[str, Any]) -> None:
-    """Validate a body for its kind (core kinds and the dossier events); raise ``BodyInvalid``."""
+    """Validate a body for its kind (core kinds and the dossier events); raise ``BodyInvalid``.
+
+    ``protocol.kinds`` validates the dossier events with ``protocol.dossier.events.validate_body``
+    (``BODY_VALIDATORS``), so that is called once, not a second time here."""
     kinds.validate_body(kind, body)
-    if kind in DOSSIER_KINDS:
+    if kind in DOSSIER_KINDS and not kinds.is_known(kind):
         validate_dossier_body(kind, body)
 
 
@@ -207,8 +213,24 @@ class Journal:
         return result
 
     async def append_many(
-        self, db: aiosqlite.Connection, items: Sequence[tuple[str, Mapping[str, Any], str]]
+        self,
+        db: aiosqlite.Connection,
+        items: Sequence[tuple[str, Mapping[str, Any], str]],
+        *,
+        built: bool = False,
     ) -> list[Entry | NodeError]:
+        """Sign and store several entries, in order (``append_many_then`` without a last step)."""
+        results, _ = await self.append_many_then(db, items, built=built)
+        return results
+
+    async def append_many_then(
+        self,
+        db: aiosqlite.Connection,
+        items: Sequence[tuple[str, Mapping[str, Any], str]],
+        *,
+        built: bool = False,
+        then: Callable[[sqlite3.Connection, list[Entry]], T] | None = None,
+    ) -> tuple[list[Entry | NodeError], T | None]:
         """Sign and store several entries, in order, in the caller's write transaction (group commit).
 
         ``items`` are ``(kind, body, actor)``. The head is read once; each entry follows the one before
@@ -217,6 +239,15 @@ class Journal:
         in with one ``executemany``, then the projections of all of them (``Projector.many`` when the
         projector has it, else one call per entry, in order). A database error raises: the caller's
         transaction then rolls back and none of them exists.
+
+        ``built``: the bodies come from ``protocol.dossier.builders``, which validated each of them
+        (NFC, with its ``actor``) an instant ago; they are not validated again unless the actor
+        differs. Reading the head, signing, the INSERT and a projector with ``sync_many`` run in one
+        hand-off to the writer's thread (``run_sync``), not a round trip of the event loop each.
+
+        ``then(conn, entries)``, if given, runs on the writer's thread after the entries and their
+        projections, in the same hand-off when it can (the caller's own rows for these entries); its
+        result comes back with the entries (``None`` when nothing was written).
         """
         if not db.in_transaction:
             raise JournalError(detail="append outside a write transaction")
@@ -225,6 +256,9 @@ class Journal:
             kind = str(kind)  # a StrEnum member is signed as its plain value
             if kind == GENESIS_KIND:
                 raise JournalError(detail="log.genesis is written by start_epoch only")
+            if built and kind in DOSSIER_KINDS and body.get("actor") == actor:
+                prepared.append((kind, dict(body)))  # validated by its builder (NFC, actor set)
+                continue
             full: dict[str, Any] = dict(nfc(dict(body)))
             if kind in DOSSIER_KINDS or kind.startswith("dossier."):
                 full["actor"] = actor
@@ -234,23 +268,47 @@ class Journal:
                 prepared.append(_invalid(exc))
                 continue
             prepared.append((kind, full))
-        results: list[Entry | NodeError] = []
         if not any(isinstance(p, tuple) for p in prepared):
-            return [p for p in prepared if isinstance(p, NodeError)]
-        rows = await db.execute_fetchall(
+            return [p for p in prepared if isinstance(p, NodeError)], None
+        project_sync = getattr(self.project, "sync_many", None) if self.project is not None else None
+        inline = then if self.project is None or project_sync is not None else None
+        results, entries, after = await run_sync(
+            db, self._append_sync, prepared, self.wall(), project_sync, inline
+        )
+        if entries and self.project is not None and project_sync is None:
+            many = getattr(self.project, "many", None)
+            if many is not None:
+                await many(db, entries)
+            else:
+                for entry in entries:
+                    await self.project(db, entry)
+            if then is not None:
+                after = await run_sync(db, then, entries)
+        self.appended += len(entries)
+        return results, after
+
+    def _append_sync(
+        self,
+        conn: sqlite3.Connection,
+        prepared: list[tuple[str, dict[str, Any]] | NodeError],
+        wall: int,
+        project_sync: Callable[..., None] | None,
+        then: Callable[[sqlite3.Connection, list[Entry]], T] | None,
+    ) -> tuple[list[Entry | NodeError], list[Entry], T | None]:
+        """On the writer's thread: head, sync gate, signing, the INSERT, ``project_sync``, ``then``."""
+        row = conn.execute(
             "SELECT seq, hash, time_ms, time_n FROM entries WHERE log = ? AND epoch = ?"
             " ORDER BY seq DESC LIMIT 1",
             (self.node_id, self.epoch),
-        )
-        row = next(iter(rows), None)
+        ).fetchone()
         if row is None:
             raise JournalError(detail=f"log {self.node_id} epoch {self.epoch} has no genesis")
         seq, prev, last = int(row[0]), str(row[1]), (int(row[2]), int(row[3]))
-        block, observed = await read_gate(db)
+        block, observed = read_gate_sync(conn)
         if block:
             raise AppendBlocked(block)
-        wall = self.wall()
         clock = clock_for_append(last, observed, wall)
+        results: list[Entry | NodeError] = []
         entries: list[Entry] = []
         for item in prepared:
             if isinstance(item, NodeError):
@@ -278,16 +336,12 @@ class Journal:
             entries.append(entry)
             results.append(entry)
         if entries:
-            await db.executemany(_INSERT_ENTRY, [_entry_row(e, wall) for e in entries])
-            if self.project is not None:
-                many = getattr(self.project, "many", None)
-                if many is not None:
-                    await many(db, entries)
-                else:
-                    for entry in entries:
-                        await self.project(db, entry)
-            self.appended += len(entries)
-        return results
+            conn.executemany(_INSERT_ENTRY, [_entry_row(e, wall) for e in entries])
+            if project_sync is not None:  # every body here passed validate_body just now
+                project_sync(conn, entries, frozenset(e.hash for e in entries))
+            if then is not None:
+                return results, entries, then(conn, entries)
+        return results, entries, None
 
     async def entries_after(
         self, db: aiosqlite.Connection, epoch: int, seq: int, *, limit: int = 1000

@@ -7,6 +7,9 @@ computation; ``motcua-node verify`` checks that the stored tables equal a refold
 ``apply_many`` (a group commit) inserts a brand-new dossier's rows directly: its refold is the fold of
 its one creating event, and its counters are increments of what a recount would find.
 
+The work runs on the connection's own thread (``*_sync`` functions on the plain ``sqlite3`` connection,
+called through ``node.store.run_sync``): one hand-off per call, not one per statement.
+
 Tables: ``dossiers`` (one row per dossier: status, applicant, dates, search keys, the folded state as
 JSON), ``timeline`` (applied events), ``conflicts`` (events the fold could not apply), ``counters``
 (events per local day and kind).
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -23,10 +27,11 @@ from typing import Any
 
 import aiosqlite
 
+from node.store import run_sync
 from protocol.calendar import local_date
 from protocol.dossier.codes import DossierCode
 from protocol.dossier.events import DOSSIER_KINDS
-from protocol.dossier.fold import fold
+from protocol.dossier.fold import fold, fold_one
 from protocol.dossier.state import DossierState, EventRecord
 from protocol.dossier.transitions import CREATION_KINDS
 from protocol.entry import Entry
@@ -173,16 +178,16 @@ def state_to_json(state: DossierState) -> str:
     return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-async def _records(db: aiosqlite.Connection, code: str) -> list[EventRecord]:
-    async with db.execute("SELECT raw FROM entries WHERE dossier = ?", (code,)) as cursor:
-        return [record_of(Entry.parse(bytes(row[0]))) async for row in cursor]
+def _records(conn: sqlite3.Connection, code: str) -> list[EventRecord]:
+    rows = conn.execute("SELECT raw FROM entries WHERE dossier = ?", (code,)).fetchall()
+    return [record_of(Entry.parse(bytes(row[0]))) for row in rows]
 
 
-async def _clear(db: aiosqlite.Connection, code: str) -> set[str]:
-    async with db.execute("SELECT DISTINCT day FROM timeline WHERE dossier = ?", (code,)) as cursor:
-        days = {str(row[0]) async for row in cursor}
+def _clear(conn: sqlite3.Connection, code: str) -> set[str]:
+    rows = conn.execute("SELECT DISTINCT day FROM timeline WHERE dossier = ?", (code,))
+    days = {str(row[0]) for row in rows}
     for table, column in (("dossiers", "code"), ("timeline", "dossier"), ("conflicts", "dossier")):
-        await db.execute(f"DELETE FROM {table} WHERE {column} = ?", (code,))
+        conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (code,))
     return days
 
 
@@ -263,52 +268,56 @@ _INSERT_TIMELINE = "INSERT INTO timeline VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 _INSERT_CONFLICT = "INSERT INTO conflicts VALUES (?,?,?,?,?,?,?,?)"
 
 
-async def _write(db: aiosqlite.Connection, code: str, state: DossierState) -> set[str]:
+def _write(conn: sqlite3.Connection, code: str, state: DossierState) -> set[str]:
     dossier, timeline, conflicts = _rows(code, state)
-    await db.execute(_INSERT_DOSSIER, dossier)
+    conn.execute(_INSERT_DOSSIER, dossier)
     if timeline:
-        await db.executemany(_INSERT_TIMELINE, timeline)
+        conn.executemany(_INSERT_TIMELINE, timeline)
     if conflicts:
-        await db.executemany(_INSERT_CONFLICT, conflicts)
+        conn.executemany(_INSERT_CONFLICT, conflicts)
     return {str(row[7]) for row in timeline}
 
 
-async def _count(db: aiosqlite.Connection, days: Iterable[str]) -> None:
+def _count(conn: sqlite3.Connection, days: Iterable[str]) -> None:
     for day in sorted(set(days)):
-        await db.execute("DELETE FROM counters WHERE day = ?", (day,))
-        await db.execute(
+        conn.execute("DELETE FROM counters WHERE day = ?", (day,))
+        conn.execute(
             "INSERT INTO counters (day, kind, value) SELECT day, kind, count(*) FROM timeline"
             " WHERE day = ? GROUP BY day, kind",
             (day,),
         )
 
 
-async def _refold(db: aiosqlite.Connection, code: str) -> set[str]:
-    days = await _clear(db, code)
-    state = fold(await _records(db, code)).dossiers.get(code)
+def _refold(conn: sqlite3.Connection, code: str) -> set[str]:
+    days = _clear(conn, code)
+    state = fold(_records(conn, code)).dossiers.get(code)
     if state is not None:
-        days |= await _write(db, code, state)
+        days |= _write(conn, code, state)
     return days
 
 
-async def apply(db: aiosqlite.Connection, entry: Entry) -> None:
-    """Projector for the journal: refold the dossier ``entry`` belongs to (inside the transaction)."""
+def apply_sync(conn: sqlite3.Connection, entry: Entry) -> None:
+    """``apply`` on the plain connection (on its own thread, inside the caller's transaction)."""
     if entry.kind not in DOSSIER_KINDS:
         return
     code = entry.body.get("dossier")
     if not isinstance(code, str):
         return
-    await _count(db, await _refold(db, code))
+    _count(conn, _refold(conn, code))
 
 
-async def apply_many(db: aiosqlite.Connection, entries: Sequence[Entry]) -> None:
-    """``apply`` for several freshly inserted entries (a group commit), with the same result.
+async def apply(db: aiosqlite.Connection, entry: Entry) -> None:
+    """Projector for the journal: refold the dossier ``entry`` belongs to (inside the transaction)."""
+    await run_sync(db, apply_sync, entry)
 
-    A creating event (``dossier.received``, ``refused``, ``submitted``) that is the only entry of its
-    dossier in the whole store is a new dossier: its fold is that one event, so its rows are inserted
-    directly (``executemany``) and the counters of its days incremented, instead of a refold and a
-    recount. Every other dossier entry is refolded as ``apply`` does, afterwards and in order (a
-    recount then sees the new timeline rows, so nothing is counted twice).
+
+def apply_many_sync(
+    conn: sqlite3.Connection, entries: Sequence[Entry], validated: frozenset[str] = frozenset()
+) -> None:
+    """``apply_many`` on the plain connection (on its own thread, inside the caller's transaction).
+
+    ``validated``: hashes of entries whose bodies this process has just validated with
+    ``validate_body`` (``Journal.append_many``), which the fold of a new dossier need not check again.
     """
     mine = [(e, e.body.get("dossier")) for e in entries if e.kind in DOSSIER_KINDS]
     touched = [(e, code) for e, code in mine if isinstance(code, str)]
@@ -320,9 +329,9 @@ async def apply_many(db: aiosqlite.Connection, entries: Sequence[Entry]) -> None
     for start in range(0, len(candidates), _CHUNK):
         chunk = candidates[start : start + _CHUNK]
         marks = ",".join("?" * len(chunk))
-        rows = await db.execute_fetchall(
+        rows = conn.execute(
             f"SELECT dossier, count(*) FROM entries WHERE dossier IN ({marks}) GROUP BY dossier", chunk
-        )
+        ).fetchall()
         stored.update((str(r[0]), int(r[1])) for r in rows)
     fresh = {c for c in candidates if stored.get(c) == 1}
     dossiers: list[tuple[object, ...]] = []
@@ -330,45 +339,62 @@ async def apply_many(db: aiosqlite.Connection, entries: Sequence[Entry]) -> None
     conflicts: list[tuple[object, ...]] = []
     for entry, code in touched:
         if code in fresh:
-            state = fold([record_of(entry)]).dossiers.get(code)
+            state = fold_one(record_of(entry), validated=entry.hash in validated)
             if state is not None:
                 d, t, c = _rows(code, state)
                 dossiers.append(d)
                 timeline.extend(t)
                 conflicts.extend(c)
     if dossiers:
-        await db.executemany(_INSERT_DOSSIER, dossiers)
+        conn.executemany(_INSERT_DOSSIER, dossiers)
     if timeline:
-        await db.executemany(_INSERT_TIMELINE, timeline)
+        conn.executemany(_INSERT_TIMELINE, timeline)
         counts = Counter((str(row[7]), str(row[8])) for row in timeline)
-        await db.executemany(
+        conn.executemany(
             "INSERT INTO counters (day, kind, value) VALUES (?,?,?)"
             " ON CONFLICT (day, kind) DO UPDATE SET value = value + excluded.value",
             [(day, kind, n) for (day, kind), n in sorted(counts.items())],
         )
     if conflicts:
-        await db.executemany(_INSERT_CONFLICT, conflicts)
+        conn.executemany(_INSERT_CONFLICT, conflicts)
     for _, code in touched:
         if code not in fresh:
-            await _count(db, await _refold(db, code))
+            _count(conn, _refold(conn, code))
+
+
+async def apply_many(db: aiosqlite.Connection, entries: Sequence[Entry]) -> None:
+    """``apply`` for several freshly inserted entries (a group commit), with the same result.
+
+    A creating event (``dossier.received``, ``refused``, ``submitted``) that is the only entry of its
+    dossier in the whole store is a new dossier: its fold is that one event, so its rows are inserted
+    directly (``executemany``) and the counters of its days incremented, instead of a refold and a
+    recount. Every other dossier entry is refolded as ``apply`` does, afterwards and in order (a
+    recount then sees the new timeline rows, so nothing is counted twice). One hand-off to the
+    connection's thread for all of it (``apply_many_sync``).
+    """
+    await run_sync(db, apply_many_sync, entries)
 
 
 apply.many = apply_many  # type: ignore[attr-defined]
+apply.sync_many = apply_many_sync  # type: ignore[attr-defined]
+
+
+def rebuild_sync(conn: sqlite3.Connection) -> int:
+    for table in PROJECTION_TABLES:
+        conn.execute(f"DELETE FROM {table}")
+    rows = conn.execute("SELECT DISTINCT dossier FROM entries WHERE dossier IS NOT NULL").fetchall()
+    codes = sorted(str(row[0]) for row in rows)
+    days: set[str] = set()
+    for code in codes:
+        days |= _refold(conn, code)
+    _count(conn, days)
+    row = conn.execute("SELECT count(*) FROM dossiers").fetchone()
+    return int(row[0]) if row else 0
 
 
 async def rebuild(db: aiosqlite.Connection) -> int:
     """Recompute every projection table from the entries alone; return the number of dossiers."""
-    for table in PROJECTION_TABLES:
-        await db.execute(f"DELETE FROM {table}")
-    async with db.execute("SELECT DISTINCT dossier FROM entries WHERE dossier IS NOT NULL") as cursor:
-        codes = sorted([str(row[0]) async for row in cursor])
-    days: set[str] = set()
-    for code in codes:
-        days |= await _refold(db, code)
-    await _count(db, days)
-    async with db.execute("SELECT count(*) FROM dossiers") as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row else 0
+    return await run_sync(db, rebuild_sync)
 
 
 async def snapshot(db: aiosqlite.Connection) -> dict[str, list[tuple[object, ...]]]:

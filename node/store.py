@@ -8,6 +8,9 @@
 - ``async with store.read() as db:`` gives the reader (``query_only``); WAL lets it read while the
   writer writes. Reads never see a transaction that has not committed.
 - ``close()`` is idempotent; any use after it raises ``StoreClosed``.
+- ``run_sync(db, fn, *args)`` runs ``fn(conn, *args)`` with the plain ``sqlite3`` connection on the
+  connection's own thread: several statements for one hand-off between the event loop and that thread
+  (each ``await db.execute(...)`` is one; under load each costs a turn of the busy event loop).
 - A full disk (SQLITE_FULL) surfaces as ``DiskFull`` (507): SQLite rolled back, the same process goes on.
 - An I/O error on the write path (SQLITE_IOERR, e.g. EIO from fdatasync at commit) is fail-stop, as
   PostgreSQL does after fsyncgate: the store becomes *failed*, that request and every later write get
@@ -25,16 +28,28 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from node.errors import DiskFull, StorageFailed, StoreClosed
 
-__all__ = ["Store", "storage_error"]
+__all__ = ["Store", "run_sync", "storage_error"]
 
 log = logging.getLogger("motcua.node.store")
 
 _SQLITE_IOERR, _SQLITE_FULL = 10, 13
+T = TypeVar("T")
+
+
+async def run_sync(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(conn, *args)`` on ``db``'s own thread, where ``conn`` is its ``sqlite3.Connection``: one
+    hand-off for all the statements ``fn`` runs, in the caller's transaction. ``fn`` must not commit,
+    roll back or keep ``conn``; it runs while the event loop goes on, so it must not touch state the
+    loop changes. (aiosqlite has no public call for this; ``_execute`` is how its own methods queue work
+    on the thread, and aiosqlite is pinned in the lock files.)
+    """
+    return await db._execute(fn, db._conn, *args)  # type: ignore[no-any-return]
 
 
 def storage_error(exc: BaseException) -> BaseException:

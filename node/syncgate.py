@@ -16,6 +16,7 @@ transaction, so a block set by the sync task is never missed by an append that c
 
 from __future__ import annotations
 
+import sqlite3
 from typing import ClassVar
 
 import aiosqlite
@@ -23,7 +24,7 @@ import aiosqlite
 from node.errors import NodeError
 from protocol.hlc import HybridClock, Timestamp
 
-__all__ = ["BLOCK_MESSAGES", "AppendBlocked", "clock_for_append", "read_gate", "set_block"]
+__all__ = ["BLOCK_MESSAGES", "AppendBlocked", "clock_for_append", "read_gate", "read_gate_sync", "set_block"]
 
 BLOCK_MESSAGES = {
     "node_revoked": (
@@ -80,6 +81,14 @@ async def read_gate(db: aiosqlite.Connection) -> tuple[str, Timestamp | None]:
         "SELECT key, value FROM sync_state WHERE key IN ('append_block', 'observed_hlc')"
     ) as cursor:
         values = {str(k): str(v) async for k, v in cursor}
+    observed = values.get("observed_hlc")
+    return values.get("append_block", ""), _parse_time(observed) if observed else None
+
+
+def read_gate_sync(conn: sqlite3.Connection) -> tuple[str, Timestamp | None]:
+    """``read_gate`` on the plain connection (on its own thread, in the caller's transaction)."""
+    rows = conn.execute("SELECT key, value FROM sync_state WHERE key IN ('append_block', 'observed_hlc')")
+    values = {str(k): str(v) for k, v in rows}
     observed = values.get("observed_hlc")
     return values.get("append_block", ""), _parse_time(observed) if observed else None
 

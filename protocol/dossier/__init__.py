@@ -71,6 +71,7 @@ from protocol.dossier.fold import (
     Fold,
     FoldResult,
     fold,
+    fold_one,
     timeliness_as_of,
 )
 from protocol.dossier.model import (
@@ -172,6 +173,7 @@ __all__ = [
     "financial_obligation_body",
     "financial_obligation_met_body",
     "fold",
+    "fold_one",
     "format_lookup_code",
     "hash_lookup_code",
     "is_dislike",

@@ -87,7 +87,8 @@ class DossierCode:
             raise DossierCodeInvalid(f"số thứ tự {self.seq!r} phải từ 0001 đến 9999")
 
     def __str__(self) -> str:
-        return f"{self.unit}-{self.day:%y%m%d}-{self.seq:04d}"
+        day = self.day  # not strftime: this runs several times per reception
+        return f"{self.unit}-{day.year % 100:02d}{day.month:02d}{day.day:02d}-{self.seq:04d}"
 
     @classmethod
     def parse(cls, text: str) -> DossierCode:

@@ -36,6 +36,7 @@ __all__ = [
     "Fold",
     "FoldResult",
     "fold",
+    "fold_one",
     "timeliness_as_of",
 ]
 
@@ -157,14 +158,19 @@ class Fold:
         self._groups: dict[str, _Group] = {}
         self._unattributed: list[Conflict] = []
 
-    def apply(self, record: EventRecord) -> None:
-        """Add one record: ignored if not a dossier kind or already seen (same entry hash)."""
+    def apply(self, record: EventRecord, *, validated: bool = False) -> None:
+        """Add one record: ignored if not a dossier kind or already seen (same entry hash).
+
+        ``validated``: the caller has just checked this very body with ``validate_body`` (it passed), so
+        it is not checked again; the result is the same.
+        """
         if record.kind not in DOSSIER_KINDS or record.hash in self._seen:
             return
         self._seen.add(record.hash)
         invalid: str | None = None
         try:
-            validate_body(record.kind, record.body)
+            if not validated:
+                validate_body(record.kind, record.body)
         except BodyInvalid as exc:
             invalid = exc.reason
         code = record.body.get("dossier") if isinstance(record.body, Mapping) else None
@@ -202,6 +208,15 @@ def fold(records: Iterable[EventRecord]) -> FoldResult:
     for record in sorted(records, key=lambda r: r.order_key):
         folder.apply(record)
     return folder.result()
+
+
+def fold_one(record: EventRecord, *, validated: bool = False) -> DossierState | None:
+    """The state of the dossier of ``record`` when that record is its only event (a new dossier):
+    ``fold([record]).dossiers.get(code)``. ``validated`` as in ``Fold.apply``."""
+    folder = Fold()
+    folder.apply(record, validated=validated)
+    code = record.body.get("dossier") if isinstance(record.body, Mapping) else None
+    return folder.state(code) if isinstance(code, str) else None
 
 
 def timeliness_as_of(state: DossierState, as_of: int) -> Timeliness | None:

@@ -81,6 +81,39 @@ async def test_failure_mid_append_leaves_nothing(node: Node) -> None:
     assert again.seq == 2  # the chain continues where it was
 
 
+async def test_failure_in_the_writer_thread_leaves_nothing(node: Node) -> None:
+    """The sign-insert-project step runs on the writer's thread (``run_sync``); a failure there after
+    the rows are inserted rolls everything back too."""
+    before = await _raws(node)
+    real = node.journal.project
+
+    def broken_sync(conn, entries, validated):  # type: ignore[no-untyped-def]
+        real.sync_many(conn, entries, validated)  # type: ignore[union-attr]
+        raise OSError("disk went away")
+
+    async def broken(db, entry):  # type: ignore[no-untyped-def]
+        raise AssertionError("the sync projector is used")
+
+    broken.sync_many = broken_sync  # type: ignore[attr-defined]
+    node.journal.project = broken
+    with pytest.raises(OSError):
+        await node.desk.receive(reception(), actor="an.nv")
+    node.journal.project = real
+    assert await _raws(node) == before
+    assert await node.store.fetchall("SELECT * FROM dossiers") == []
+    again = await node.desk.receive(reception(), actor="an.nv")
+    assert again.seq == 2
+
+
+async def test_built_bodies_are_validated_again_when_the_actor_differs(node: Node) -> None:
+    """``append_many(built=True)`` trusts a builder's body only for the actor it was built for."""
+    body = {"dossier": "not a code", "actor": "an.nv", "scale": "x"}
+    async with node.store.write() as db:
+        [result] = await node.journal.append_many(db, [("dossier.rating", body, "binh.tt")], built=True)
+    assert isinstance(result, InvalidInput)
+    assert len(await _raws(node)) == 1
+
+
 async def test_clock_going_backwards_never_breaks_time_order(node: Node) -> None:
     times = iter([2_000_000_000_000, 1_000_000_000_000, 1_000_000_000_000])
     node.journal.wall = lambda: next(times)

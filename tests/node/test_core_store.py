@@ -9,7 +9,7 @@ import pytest
 
 from node.errors import StoreClosed
 from node.migrations import MIGRATIONS, applied, apply_migrations, split_sql
-from node.store import Store
+from node.store import Store, run_sync
 
 
 async def test_pragmas_and_migrations(tmp_path: Path) -> None:
@@ -104,3 +104,28 @@ def test_split_sql_keeps_statements_whole() -> None:
     assert split_sql(script) == ["CREATE TABLE a (x TEXT DEFAULT ';');", "CREATE INDEX i ON a (x);"]
     with pytest.raises(ValueError):
         split_sql("CREATE TABLE b (x")
+
+
+async def test_run_sync_runs_in_the_callers_transaction(tmp_path: Path) -> None:
+    """Statements run through ``run_sync`` (one hand-off to the writer's thread) commit and roll back
+    with the ``store.write()`` block around them."""
+
+    def insert(conn: sqlite3.Connection, code: str) -> int:
+        conn.execute("INSERT INTO lookup_codes VALUES (?, 'AAAA', 1)", (code,))
+        return int(conn.execute("SELECT count(*) FROM lookup_codes").fetchone()[0])
+
+    store = await Store.open(tmp_path / "a.sqlite3")
+    try:
+        async with store.write() as db:
+            assert await run_sync(db, insert, "X-1") == 1
+        with pytest.raises(RuntimeError):
+            async with store.write() as db:
+                assert await run_sync(db, insert, "X-2") == 2
+                raise RuntimeError("boom")
+        with pytest.raises(sqlite3.IntegrityError):  # an error inside fn reaches the caller
+            async with store.write() as db:
+                await run_sync(db, insert, "X-1")
+        rows = await store.fetchall("SELECT dossier FROM lookup_codes ORDER BY dossier")
+        assert [r[0] for r in rows] == ["X-1"]
+    finally:
+        await store.close()

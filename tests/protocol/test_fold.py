@@ -376,3 +376,22 @@ def test_incremental_fold_matches_full_fold_in_and_out_of_order() -> None:
     assert in_order.result() == expected == reverse.result()
     assert in_order.state(CODE) == expected.dossiers[CODE]
     assert in_order.state("000.00.01.H26-261123-0099") is None
+
+
+@pytest.mark.parametrize("kind", ["dossier.received", "dossier.refused", "dossier.submitted"])
+def test_fold_one_is_the_fold_of_one_creating_event(kind: str) -> None:
+    from protocol.dossier.fold import fold_one
+
+    rec = record(kind, body(kind), RECEIVED_AT)
+    expected = fold([rec]).dossiers.get(CODE)
+    assert expected is not None
+    assert fold_one(rec) == expected
+    assert fold_one(rec, validated=True) == expected  # the caller validated it: same state
+
+
+def test_fold_one_of_an_invalid_body_is_what_fold_gives() -> None:
+    from protocol.dossier.fold import fold_one
+
+    bad = record("dossier.received", body("dossier.received", channel=99), RECEIVED_AT)
+    assert fold([bad]).dossiers.get(CODE) is None  # an invalid creating event creates nothing (pending)
+    assert fold_one(bad) is None

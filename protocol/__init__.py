@@ -65,12 +65,14 @@ from protocol.hlc import HybridClock, Timestamp
 from protocol.hubkinds import (
     HUB_KINDS,
     KEY_ROTATION,
+    NODE_KEY_ROTATION,
     is_hub_log,
     mailbox_log,
     open_forward,
     rotated_key,
     verify_hub_chain,
 )
+from protocol.keyrotation import RotationRequest, RotationStatus
 from protocol.keys import (
     PublicKey,
     fingerprint,
@@ -100,6 +102,7 @@ __all__ = [
     "GENESIS_KIND",
     "HUB_KINDS",
     "KEY_ROTATION",
+    "NODE_KEY_ROTATION",
     "MAX_DEPTH",
     "MAX_ENTRY_BYTES",
     "MAX_SAFE_INT",
@@ -143,6 +146,8 @@ __all__ = [
     "PushResult",
     "Receipt",
     "ReplayCache",
+    "RotationRequest",
+    "RotationStatus",
     "RequestClaims",
     "SequenceGap",
     "TimeWentBackwards",

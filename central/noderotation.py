@@ -276,6 +276,15 @@ class NodeRotations:
                 "fingerprint_mismatch",
                 f"the request's new key is {view.fingerprint}, not {fingerprint_seen.strip()}",
             )
+        info = await hub.registry.node(view.node)
+        if info is not None and info.status == "revoked":  # even with approvals given before it
+            error = Forbidden(
+                "node_revoked",
+                f"{view.node} is revoked ({info.reason}): its old key cannot rotate; "
+                "re-enrol it with a fresh invite",
+            )
+            await self._refuse(request_id, f"{error.code}: {error.reason}", now)
+            raise error
         if view.status != "pending":
             await self._close(view, now)
             raise Conflict("rotation_closed", f"the request is {view.status}: {view.reason}")

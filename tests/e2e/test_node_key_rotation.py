@@ -242,6 +242,16 @@ async def test_s8_after_revocation_a_rotation_by_the_old_key_is_refused(tmp_path
         node = await _synced_node(hub, tmp_path, receptions=1)
         config = load_node_config(node.data, {})
         key_before = config.key_path.read_bytes()
+        await node.start()
+        try:
+            await node.receive()  # not yet at the hub: the request would not name the real end of the epoch
+        finally:
+            await node.stop()
+        code, _, err = await node_cli("rotate-key", "--data", str(node.data), "--wait", "0")
+        assert code != 0 and "đồng bộ hết" in err
+        assert config.key_path.read_bytes() == key_before and not (node.data / "node.key.next").exists()
+        assert not (node.data / "rotation-pending.json").exists()
+        assert (await node_cli("sync", "--data", str(node.data), "--once"))[0] == 0
         code, out, err = await node_cli("rotate-key", "--data", str(node.data), "--wait", "0")
         assert code == 3, err
         request_id, fp = _pending(out)

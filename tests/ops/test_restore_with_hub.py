@@ -1,4 +1,5 @@
-"""Restore of a day-old backup and key rotation against a real hub on loopback: no fork, no reused code.
+"""Restore of a day-old backup against a real hub on loopback: no fork, no reused code (key rotation:
+tests/e2e/test_node_key_rotation.py).
 
 The node side is the real node (init, desk, journal, projections) with the real sync client over its
 store; the last test goes through the CLI only (init with a token, sync --once, backup, restore-backup).

@@ -217,6 +217,57 @@ async def test_s8_old_key_and_two_of_three_admins_rotate_the_key(tmp_path: Path)
         with pytest.raises(ReprovisionError, match="epoch_sealed"):
             await hub_state(hub.base, "BR01", 1, old_key)
         assert (await hub.hub.store.fetchone("SELECT count(*) FROM forks"))[0] == 0
+        code, _, err = await node_cli("verify", "--data", str(node.data))
+        assert code == 0, err
+        await hub.stop()
+        code, _, err = await asyncio.to_thread(
+            _cli, central_main, "--data", str(hub.config.data_dir), "verify"
+        )
+        assert code == 0, err  # both epochs, the sealed one at the final head, and the signed decision
+    finally:
+        await hub.stop()
+
+
+async def test_a_node_killed_after_the_key_swap_finishes_the_rotation_when_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from node import keyrotation
+
+    hub = await _hub(tmp_path)
+    try:
+        node = await _synced_node(hub, tmp_path, receptions=1)
+        code, _, err = await node_cli("rotate-key", "--data", str(node.data), "--token", "motcua1.x")
+        assert code == 2 and "--token" in err  # the single-admin path is gone
+        code, out, err = await node_cli("rotate-key", "--data", str(node.data), "--wait", "0")
+        request_id, fp = _pending(out)
+        for admin in APPROVERS[:2]:
+            assert (await approve_cli(hub, admin, request_id, fp))[0] == 0
+
+        class Killed(Exception):
+            pass
+
+        async def killed(*args: Any, **kwargs: Any) -> Any:
+            raise Killed  # the process dies after the new key replaced the old one, before the genesis
+
+        monkeypatch.setattr(keyrotation, "start_next_epoch", killed)
+        config = load_node_config(node.data, {})
+        with pytest.raises(Killed):
+            await keyrotation.rotate_key(config, wait_s=5)
+        assert fingerprint(public_key_text(load_private_key(config.key_path))) == fp
+        assert (node.data / "rotation-pending.json").exists()
+        code, _, err = await node_cli("serve", "--data", str(node.data))
+        assert code != 0 and "rotation-pending.json" in err
+        monkeypatch.undo()
+
+        code, out, err = await node_cli("rotate-key", "--data", str(node.data), "--wait", "5")
+        assert code == 0 and "epoch 2\n" in out, err
+        assert not (node.data / "rotation-pending.json").exists()
+        await node.start()
+        try:
+            await node.receive()
+            await eventually(lambda: _held(hub, "BR01", 2, 2), what="epoch 2 at the hub")
+        finally:
+            await node.stop()
     finally:
         await hub.stop()
 

@@ -138,11 +138,7 @@ async def rotation_request(request: web.Request) -> web.Response:
         rotation = RotationRequest.from_wire(decode(body, max_bytes=4096))
     except ProtocolError as exc:
         raise BadRequest(exc.code, exc.reason) from None
-    try:
-        status = await NodeRotations(hub).submit(rotation)
-    except Exception as exc:
-        hub.metrics.refused.labels(rotation.node, getattr(exc, "code", "internal")).inc()
-        raise
+    status = await NodeRotations(hub).submit(rotation)
     return json_response(status.to_wire(), status=202)
 
 

@@ -1,5 +1,5 @@
-"""``motcua-central``: init, serve, node invite/list/revoke/release, officer add, publish catalog/calendar,
-log export, verify."""
+"""``motcua-central``: init, serve, node invite/list/revoke/release/rotations/approve-rotation, officer add,
+publish catalog/calendar, log export, verify."""
 
 from __future__ import annotations
 
@@ -133,7 +133,57 @@ def cmd_node(args: argparse.Namespace) -> int:
         print(f"{args.id} released from quarantine")
         return 0
 
-    work = {"invite": invite, "list": listing, "revoke": revoke, "release": release}[args.node_command]
+    async def rotations(hub: Hub) -> int:
+        from central.noderotation import NodeRotations
+
+        domain = NodeRotations(hub)
+        for r in await domain.listing(pending_only=not args.all):
+            admins = ",".join(a.admin + ("" if a.valid else "(expired)") for a in r.approvals) or "-"
+            print(
+                f"{r.id} {r.node:<12} epoch {r.request.epoch}->{r.request.new_epoch} key {r.fingerprint} "
+                f"{r.status:<8} {r.valid_approvals}/{domain.threshold} {admins} {r.reason}".rstrip()
+            )
+        return 0
+
+    async def approve_rotation(hub: Hub) -> int:
+        from central.errors import CentralError
+        from central.noderotation import NodeRotations
+        from central.webauth import Users, normalize_username
+
+        username = normalize_username(args.as_user)
+        if not args.password_stdin:
+            print("error: re-enter your password on standard input with --password-stdin", file=sys.stderr)
+            return 2
+        password = sys.stdin.readline().rstrip("\r\n")
+        if await Users(hub.store).authenticate(username, password) is None:
+            print(f"error: wrong password for {username} (or no such active user)", file=sys.stderr)
+            return 1
+        domain = NodeRotations(hub)
+        try:
+            view, added = await domain.approve(args.request, username, fingerprint_seen=args.fingerprint)
+        except CentralError as exc:
+            print(f"error: {exc.code}: {exc.reason}", file=sys.stderr)
+            return 1
+        async with hub.store.write() as db:
+            await db.execute(
+                "INSERT INTO web_access_log (at_ms, username, action, target) VALUES (?, ?, ?, ?)",
+                (hub.clock(), username, "approve_rotation" if added else "approve_rotation_again",
+                 f"{view.node} {view.fingerprint} {view.status} (cli)"),
+            )  # fmt: skip
+        note = "" if added else " (you had already approved it: still counted once)"
+        print(
+            f"{view.node} {view.fingerprint}: {view.status}, {view.valid_approvals}/{domain.threshold}{note}"
+        )
+        return 0
+
+    work = {
+        "invite": invite,
+        "list": listing,
+        "revoke": revoke,
+        "release": release,
+        "rotations": rotations,
+        "approve-rotation": approve_rotation,
+    }[args.node_command]
     return int(asyncio.run(_with_hub(args, work)))
 
 
@@ -287,6 +337,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="revoked by an administrator")
     p = node.add_parser("release", help="clear a node quarantined after a fork")
     p.add_argument("id")
+    p = node.add_parser("rotations", help="node key rotation requests awaiting approval (--all: every one)")
+    p.add_argument("--all", action="store_true")
+    p = node.add_parser(
+        "approve-rotation",
+        help="approve a node key rotation as a hub admin (password re-entered on stdin)",
+        description="Check the new key's fingerprint with the branch first. The rotation is accepted when "
+        "rotation_threshold distinct admins approved it (SPEC §7.11).",
+    )
+    p.add_argument("request", help="the request id (motcua-central node rotations)")
+    p.add_argument("--as", dest="as_user", required=True, help="your web user name (an admin)")
+    p.add_argument("--fingerprint", required=True, help="the new key's fingerprint the branch read out")
+    p.add_argument("--password-stdin", action="store_true", help="read your password from standard input")
     for p in node.choices.values():
         p.set_defaults(func=cmd_node)
     officer = sub.add_parser("officer", help="officers").add_subparsers(dest="officer_command", required=True)

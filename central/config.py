@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
@@ -54,6 +55,13 @@ class CentralConfig:
     session_idle_s: int = _f(1800, "A web session ends after this many seconds without a request.")
     session_max_s: int = _f(12 * 3600, "A web session ends this many seconds after login, whatever happens.")
     result_max_bytes: int = _f(20 * 1024 * 1024, "Largest result file an officer may upload.")
+    rotation_threshold: int = _f(2, "Distinct hub admins who must approve a node key rotation.")
+    rotation_approvers: str = _f(
+        "", "Comma-separated web users who may approve node key rotations (empty: every admin)."
+    )
+    rotation_approval_ttl_s: int = _f(
+        24 * 3600, "An approval of a node key rotation counts for this many seconds after it is given."
+    )
 
     def validate(self) -> CentralConfig:
         host, _, port = self.listen.rpartition(":")
@@ -77,12 +85,26 @@ class CentralConfig:
             "session_idle_s",
             "session_max_s",
             "result_max_bytes",
+            "rotation_threshold",
+            "rotation_approval_ttl_s",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
         if self.max_push_bytes < 70 * 1024:
             raise ConfigError("max_push_bytes must hold at least one 64 KiB entry")
+        approvers = self.approvers
+        if approvers and self.rotation_threshold > len(approvers):
+            raise ConfigError(
+                f"rotation_threshold {self.rotation_threshold} is more than the "
+                f"{len(approvers)} rotation_approvers listed"
+            )
         return self
+
+    @property
+    def approvers(self) -> tuple[str, ...]:
+        """The web users allowed to approve node key rotations; empty means every admin."""
+        names = (unicodedata.normalize("NFC", n).strip().lower() for n in self.rotation_approvers.split(","))
+        return tuple(sorted({n for n in names if n}))
 
     @property
     def host(self) -> str:

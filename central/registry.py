@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass
 
 from central.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from central.noderotation import refuse_pending
 from central.store import SqliteStore
 from protocol import (
     Enrollment,
@@ -206,6 +207,7 @@ class Registry:
                 "WHERE log = ? AND epoch = ? AND seq > ?",
                 (f"after the revocation cut at seq {cut}", now, node, epoch, cut),
             )
+            await refuse_pending(db, node, f"node_revoked: {node} was revoked ({reason})", now)
             await db.execute(
                 "INSERT INTO alarms (node, kind, message, created_ms) VALUES (?, 'revoked', ?, ?)",
                 (node, f"key of {node}/{epoch} revoked after seq {cut}: {reason}", now),

@@ -8,7 +8,8 @@ a rotation entry that verifies under the key they pin.
 
 Files: the new key is first written to ``hub.key.next`` (0600); after the commit the old key is moved to
 ``hub.key.retired-<fingerprint>`` and ``hub.key.next`` becomes ``hub.key``. ``Hub.open`` finishes a swap a
-crash interrupted (``finish_swap``) and refuses to start with a key that is not the one in force. The old
+crash interrupted (``finish_swap``), removes a ``hub.key.next`` left by a rotation killed before its commit
+(that key never signed anything) and refuses to start with a key that is not the one in force. The old
 *public* keys are in the chain itself (genesis and rotation entries), so ``motcua-central verify`` checks old
 entries and receipts with them (``key_history``).
 """
@@ -72,12 +73,13 @@ def next_path(key_path: Path) -> Path:
 def finish_swap(key_path: Path, db_path: Path) -> None:
     """Make ``key_path`` hold the key in force (after a rotation a crash interrupted), or raise."""
     in_force = key_in_force(db_path)
-    if in_force is None:
-        return
-    loaded = public_key_text(load_private_key(key_path))
-    if loaded == in_force:
-        return
     pending = next_path(key_path)
+    loaded = public_key_text(load_private_key(key_path))
+    if in_force is None or loaded == in_force:
+        if pending.exists():  # a rotation killed before its commit: that key never signed anything
+            pending.unlink()
+            _sync_dir(key_path.parent)
+        return
     if pending.exists() and public_key_text(load_private_key(pending)) == in_force:
         _swap(key_path, pending, loaded)
         return
@@ -93,7 +95,11 @@ def _swap(key_path: Path, pending: Path, old_text: str) -> None:
     if not retired.exists():
         os.link(key_path, retired)
     os.replace(pending, key_path)
-    dir_fd = os.open(key_path.parent, os.O_RDONLY)
+    _sync_dir(key_path.parent)
+
+
+def _sync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:

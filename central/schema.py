@@ -195,3 +195,32 @@ CREATE INDEX relay_outbox_pending ON relay_outbox (id) WHERE done_ms IS NULL
 """
 RELAY_MIGRATIONS: list[tuple[str, str]] = [("0200_relay_outbox", _RELAY)]
 MIGRATIONS += RELAY_MIGRATIONS
+
+# Node key rotation as a threshold decision (central.noderotation, SPEC §7.11): requests signed by a node's
+# old and new keys, and the hub admins' approvals (who, when, what: node + new key fingerprint).
+_NODE_ROTATION = """
+CREATE TABLE rotation_requests (
+    id          TEXT PRIMARY KEY,                   -- SHA-256 of the canonical request
+    node        TEXT NOT NULL REFERENCES nodes (node),
+    epoch       INTEGER NOT NULL,
+    new_key     TEXT NOT NULL UNIQUE,
+    fingerprint TEXT NOT NULL,
+    raw         BLOB NOT NULL,                      -- the request, canonical
+    created_ms  INTEGER NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('pending', 'accepted', 'refused')),
+    reason      TEXT NOT NULL DEFAULT '',
+    decided_ms  INTEGER,
+    enrollment  BLOB                                -- accepted: the hub-signed enrollment of the new epoch
+) STRICT;
+CREATE INDEX rotation_requests_pending ON rotation_requests (node) WHERE status = 'pending';
+
+CREATE TABLE rotation_approvals (
+    request     TEXT NOT NULL REFERENCES rotation_requests (id),
+    admin       TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,                      -- what the admin approved: the new key
+    approved_ms INTEGER NOT NULL,
+    PRIMARY KEY (request, admin)
+) STRICT
+"""
+MIGRATIONS += [("0300_node_key_rotation", _NODE_ROTATION)]

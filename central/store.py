@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -106,6 +107,15 @@ class HubStore(Protocol):
     async def record_fork(self, fork: ForkEvidence) -> None: ...
 
 
+async def _rollback_begun(db: aiosqlite.Connection) -> None:
+    """ROLLBACK after a BEGIN whose await failed: queued on the writer's thread after the BEGIN (so it runs
+    even if this task is cancelled again); no transaction (BEGIN never ran or failed) is fine."""
+    try:
+        await asyncio.shield(db.execute("ROLLBACK"))
+    except sqlite3.Error:
+        pass
+
+
 class SqliteStore:
     """SQLite implementation of ``HubStore`` plus ``write()``/``read()`` for the hub's other tables."""
 
@@ -175,7 +185,15 @@ class SqliteStore:
             if self.failed is not None:
                 raise StorageFailed(f"store failed earlier: {self.failed.detail}")
             try:
-                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    await db.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    # A handler is cancelled when its client disconnects (aiohttp): the cancellation can
+                    # land on this await after aiosqlite's thread ran BEGIN. Without a rollback here that
+                    # transaction stayed open and every later write failed ("cannot start a transaction
+                    # within a transaction") until a restart.
+                    await _rollback_begun(db)
+                    raise
                 try:
                     yield db
                 except BaseException:

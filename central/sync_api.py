@@ -24,6 +24,7 @@ from protocol import (
     HubState,
     LogHead,
     ProtocolError,
+    RotationRequest,
     canonical,
     decode,
     mailbox_log,
@@ -124,6 +125,33 @@ async def enroll(request: web.Request) -> web.Response:
         raise BadRequest(exc.code, exc.reason) from None
     enrollment = await hub.registry.enroll(enrollment_request, hub_key=hub.hub_key, now=hub.clock())
     return json_response(enrollment.to_wire())
+
+
+@routes.post("/v1/rotation")
+async def rotation_request(request: web.Request) -> web.Response:
+    """A node asks to rotate its key (SPEC §7.11): signed by its old and new keys; answered 202 pending."""
+    from central.noderotation import NodeRotations
+
+    hub = request.app[HUB]
+    body = await read_body(request, 4096)
+    try:
+        rotation = RotationRequest.from_wire(decode(body, max_bytes=4096))
+    except ProtocolError as exc:
+        raise BadRequest(exc.code, exc.reason) from None
+    status = await NodeRotations(hub).submit(rotation)
+    return json_response(status.to_wire(), status=202)
+
+
+@routes.get("/v1/rotation/{id}")
+async def rotation_status(request: web.Request) -> web.Response:
+    """Where a rotation request stands; accepted: with the hub-signed enrollment of the new epoch."""
+    from central.noderotation import NodeRotations
+
+    request_id = request.match_info["id"]
+    if not HASH_RE.fullmatch(request_id):
+        raise NotFound("not_found", "a rotation request is named by the lower-case hex SHA-256 of its body")
+    status = await NodeRotations(request.app[HUB]).status(request_id)
+    return json_response(status.to_wire())
 
 
 @routes.get("/v1/sync/state")

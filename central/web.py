@@ -271,7 +271,15 @@ async def _backfill(hub: Hub, dossiers: Dossiers) -> None:
 
 def install(app: web.Application, config: CentralConfig) -> None:
     """Add the web pages, monitoring and their middlewares to the hub's app (see the module docstring)."""
-    from central import admin_nodes, admin_pages, admin_review, late_control, officer_ui, track_page
+    from central import (
+        admin_nodes,
+        admin_pages,
+        admin_review,
+        admin_rotation,
+        late_control,
+        officer_ui,
+        track_page,
+    )
 
     env = aiohttp_jinja2.setup(
         app,
@@ -328,5 +336,13 @@ def install(app: web.Application, config: CentralConfig) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    for module in (admin_pages, admin_review, admin_nodes, late_control, officer_ui, track_page):
+    for module in (
+        admin_pages,
+        admin_review,
+        admin_nodes,
+        admin_rotation,
+        late_control,
+        officer_ui,
+        track_page,
+    ):
         app.add_routes(module.routes)

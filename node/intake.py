@@ -522,7 +522,16 @@ class Desk:
             )
             submitted = True  # from here on the group commit releases the reservation
             result = await self._submit(
-                "dossier.received", body, actor, code, line, book, print_, idempotency_key, now, lookup,
+                "dossier.received",
+                body,
+                actor,
+                code,
+                line,
+                book,
+                print_,
+                idempotency_key,
+                now,
+                lookup,
                 receipt,
             )
             if receipt is not None and self.receipts is not None and not result.replayed:

@@ -3,7 +3,7 @@
     motcua-node backup         --data DIR --to FILE [--with-key]
     motcua-node restore-backup --from FILE --data DIR [--token TOKEN [--hub URL] | --standalone]
     motcua-node reprovision    --data DIR (--token TOKEN [--hub URL] | --standalone)
-    motcua-node rotate-key     --data DIR --token TOKEN
+    motcua-node rotate-key     --data DIR [--wait SECONDS]
     motcua-node purge-scans    --data DIR [--older-than-days N] [--dry-run]
 
 Progress goes to stderr (tqdm, off when not a terminal); results to stdout.
@@ -44,9 +44,16 @@ def add_parsers(sub: Any) -> None:
     data(p)
     _epoch_args(p)
 
-    p = sub.add_parser("rotate-key", help="new key and new epoch, bound at the hub with a fresh token")
+    p = sub.add_parser(
+        "rotate-key",
+        help="new key and new epoch: a request signed by the old and new keys, approved by hub admins",
+        description="Stop the node and sync first. Sends a rotation request signed by the current key and "
+        "a new one, prints the new key's fingerprint for the hub admins to approve (2 by default), waits "
+        "for their decision, then starts the new epoch with the new key. Run again to keep waiting.",
+    )
     data(p)
-    p.add_argument("--token", required=True, help="re-enrollment token from 'motcua-central node invite'")
+    p.add_argument("--wait", type=float, default=900.0, help="seconds to wait for approvals (default 900)")
+    p.add_argument("--token", help=argparse.SUPPRESS)  # removed: a single admin's token no longer rotates
 
     p = sub.add_parser("purge-scans", help="delete local scans the hub holds, of dossiers closed long ago")
     data(p)
@@ -131,14 +138,34 @@ async def _reprovision(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
 
 
 async def _rotate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from node.reprovision import check_not_serving, refuse_if_pending, rotate_key
+    from node.keyrotation import RotationPending, rotate_key, rotation_pending
+    from node.reprovision import check_not_serving, pending
 
+    if args.token is not None:
+        err.write(
+            "rotate-key không còn nhận --token: việc xoay khóa cần yêu cầu ký bằng khóa cũ và khóa mới, "
+            "được các quản trị trung tâm duyệt. Chạy lại không có --token. (Khôi phục sau khi mất khóa: "
+            "motcua-node reprovision --token.)\n"
+        )
+        return 2
     config = config_module.load(args.data, os.environ)
-    refuse_if_pending(config.data_dir)
-    check_not_serving(config)
-    started = await rotate_key(config, args.token)
-    _report_epoch(started, out, err)
-    err.write(f"Đã xoay khóa: {config.node_id} ký bằng khóa mới từ epoch {started.epoch}.\n")
+    if pending(config.data_dir) is not None:
+        err.write("Máy trạm đang chờ khôi phục (restore-pending.json): chạy reprovision trước.\n")
+        return 1
+    if rotation_pending(config.data_dir) is None:
+        check_not_serving(config)
+    result = await rotate_key(config, wait_s=args.wait)
+    if isinstance(result, RotationPending):
+        out.write(f"pending {result.id}\nfingerprint {result.fingerprint}\n")
+        out.write(f"approvals {result.approvals}/{result.threshold}\n")
+        err.write(
+            f"Đang chờ duyệt: {result.approvals}/{result.threshold} quản trị đã duyệt khóa mới "
+            f"{result.fingerprint}. Máy trạm không chạy được cho đến khi xong; "
+            "chạy lại lệnh này để chờ tiếp.\n"
+        )
+        return 3
+    _report_epoch(result, out, err)
+    err.write(f"Đã xoay khóa: {config.node_id} ký bằng khóa mới từ epoch {result.epoch}.\n")
     return 0
 
 

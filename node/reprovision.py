@@ -21,8 +21,9 @@ in the local log, so their codes are never reused; the hub will not take them (t
 A node that never had a hub (``hub_url`` unset and no hub receipt) may continue standalone
 (``standalone_previous``): the new epoch names the backup's own head.
 
-Key rotation is the same move without a restore: sync until the hub holds the whole current epoch, then
-enroll a new key with a re-enrollment token and start the next epoch (``rotate_key``).
+Key rotation is the same move without a restore, decided by hub admins (``node.keyrotation``): sync until
+the hub holds the whole current epoch, ask with a request signed by the old and the new key, and start
+the next epoch once enough admins approved it.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from node.blobs import fsync_dir
 from node.config import CONFIG_FILE, NodeConfig, dump
 from node.config import load as load_config
 from node.errors import ConfigError, NodeError, NodeExists
-from node.hublink import current_link, parse_token, request_enrollment, save_link
+from node.hublink import parse_token, request_enrollment, save_link
 from node.journal import Journal, insert_entry, verify_log
 from node.store import Store
 from node.syncgate import set_block
@@ -80,12 +81,12 @@ __all__ = [
     "fetch_missing",
     "pending",
     "restore_backup",
-    "rotate_key",
     "standalone_previous",
     "start_next_epoch",
 ]
 
 PENDING_FILE = "restore-pending.json"
+ROTATION_FILE = "rotation-pending.json"  # node.keyrotation: a key rotation waits for the hub's approval
 _PAGE = 1000
 
 
@@ -140,6 +141,12 @@ def pending(data_dir: Path) -> dict[str, Any] | None:
 
 def refuse_if_pending(data_dir: Path) -> None:
     """Raise ``ConfigError`` with the next step when a restore is not finished (used by ``serve``)."""
+    rotation = Path(data_dir) / ROTATION_FILE
+    if rotation.exists():
+        raise ConfigError(
+            f"máy trạm đang chờ trung tâm duyệt yêu cầu xoay khóa ({ROTATION_FILE}): không được ghi thêm "
+            f"bằng khóa cũ. Chạy 'motcua-node rotate-key --data {data_dir}' để tiếp tục chờ và hoàn tất"
+        )
     record = pending(data_dir)
     if record is not None:
         raise ConfigError(
@@ -499,58 +506,6 @@ async def hub_state(base: str, node: str, epoch: int, key: Ed25519PrivateKey) ->
                     f"GET {target}: {resp.status} {payload[:300].decode('utf-8', 'replace')}"
                 )
     return HubState.from_wire(decode(payload, max_bytes=None))
-
-
-async def rotate_key(config: NodeConfig, token: str) -> EpochStarted:
-    """Retire the current key: check the hub holds the whole current epoch, enroll a new key, new epoch.
-
-    The node must not be serving (``check_not_serving``), so nothing is appended between the check and
-    the seal. If the enrollment is refused or the hub is unreachable, nothing changed and the old key
-    stays. Once the hub has enrolled the new key, the old one is dead: the new key replaces it at once
-    and the node is *pending* until the genesis is written (``reprovision`` with a fresh token finishes
-    an interrupted rotation, like an interrupted restore).
-    """
-    old_key = load_private_key(config.key_path)
-    store = await Store.open(config.db_path)
-    try:
-        async with store.read() as db:
-            journal = await Journal.open(db, config.node_id, old_key)
-            head = await journal.head(db)
-            linked = await current_link(db, journal.epoch)
-        hub_url = config.hub_url or (linked.hub_url if linked is not None else None)
-        if hub_url is None:
-            raise ReprovisionError(
-                "hub_url chưa được cấu hình: xoay khóa cần trung tâm để niêm phong epoch cũ"
-            )
-        state = await hub_state(hub_url, config.node_id, journal.epoch, old_key)
-        held = state.log_head(config.node_id, journal.epoch)
-        if held.seq != head.seq or held.head != head.hash:
-            raise ReprovisionError(
-                f"trung tâm giữ {config.node_id}/{journal.epoch} đến seq {held.seq}, "
-                f"máy trạm đến {head.seq}: đồng bộ hết trước khi xoay khóa (motcua-node sync --once)"
-            )
-        new_key = generate_private_key()
-        view = await enroll_with_hub(token, new_key, hub_url=hub_url)
-        # enrolled: the hub has sealed the old epoch and refuses the old key from now on
-        save_private_key(new_key, config.data_dir / (KEY_NAME + ".new"))
-        record = {"node": config.node_id, "reason": "rotation", "new_key": public_key_text(new_key)}
-        payload = json.dumps(record).encode()
-        write_atomically(config.data_dir / PENDING_FILE, lambda h: h.write(payload))
-        os.replace(config.data_dir / (KEY_NAME + ".new"), config.key_path)
-        fsync_dir(config.data_dir)
-        if view.previous != Head(config.node_id, journal.epoch, head.seq, head.hash):
-            raise ForkRefused(
-                f"trung tâm niêm phong tại {view.previous}, máy trạm ở {head}; không ghi gì. "
-                "Chạy lại 'motcua-node reprovision' với mã mời mới sau khi kiểm tra."
-            )
-        started = await start_next_epoch(
-            store, config.node_id, new_key, epoch=view.epoch, previous=view.previous, link=view
-        )
-    finally:
-        await store.close()
-    (config.data_dir / PENDING_FILE).unlink()
-    fsync_dir(config.data_dir)
-    return started
 
 
 def check_not_serving(config: NodeConfig) -> None:

@@ -394,11 +394,14 @@ class SyncClient:
             entries = [Entry.parse(raw) for raw in raws]
             keys = [self.hub_key, key, *(parse_public_key(k) for k in known)]
             pin = None
-            for entry in entries:
+            current = self.hub_key  # follows every rotation of the run: a node offline across two or more
+            for (
+                entry
+            ) in entries:  # rotations pins the last key of the chain, each verified under the one before
                 if entry.kind == "hub.forward":
                     self._check_forward(entry, keys)
-                elif entry.kind == "hub.key_rotation" and entry.body["previous"] == self.hub_key.text:
-                    pin = parse_public_key(str(entry.body["key"]))
+                elif entry.kind == "hub.key_rotation" and entry.body["previous"] == current.text:
+                    pin = current = parse_public_key(str(entry.body["key"]))
                     keys.append(pin)
             await self.local.store_hub_entries(entries, None if pin is None else f"{self.epoch} {pin.text}")
             if pin is not None:

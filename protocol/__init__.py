@@ -65,12 +65,14 @@ from protocol.hlc import HybridClock, Timestamp
 from protocol.hubkinds import (
     HUB_KINDS,
     KEY_ROTATION,
+    NODE_KEY_ROTATION,
     is_hub_log,
     mailbox_log,
     open_forward,
     rotated_key,
     verify_hub_chain,
 )
+from protocol.keyrotation import RotationRequest, RotationStatus
 from protocol.keys import (
     PublicKey,
     fingerprint,
@@ -103,6 +105,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_ENTRY_BYTES",
     "MAX_SAFE_INT",
+    "NODE_KEY_ROTATION",
     "SIGN_DOMAIN",
     "AuthError",
     "BadGenesis",
@@ -144,6 +147,8 @@ __all__ = [
     "Receipt",
     "ReplayCache",
     "RequestClaims",
+    "RotationRequest",
+    "RotationStatus",
     "SequenceGap",
     "TimeWentBackwards",
     "Timestamp",

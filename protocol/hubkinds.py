@@ -18,6 +18,10 @@
   ``previous`` (which signs this entry) to ``key`` at hub time ``effective`` (ms). Written in ``hub`` and in
   every existing ``hub.<NODE>``; within a hub log every entry after it is signed by ``key`` (SPEC §7.10).
   ``rotated_key`` / ``verify_hub_chain`` follow it.
+- ``hub.node_key_rotation``: ``{"request", "approvals", "effective"}``: the hub bound a node's new key
+  (SPEC §7.11): ``request`` is the node's ``RotationRequest`` (signed by its old and new keys, both checked
+  here), ``approvals`` the hub admins who approved it ``[{"admin", "at"}]`` (distinct, at least one),
+  ``effective`` the hub time (ms) of the decision (broadcast).
 
 Officer decisions on dossiers are ``dossier.*`` kinds (SPEC-dossier.md), written by the hub in mailboxes.
 """
@@ -33,6 +37,7 @@ from protocol.chain import ChainState, verify_chain
 from protocol.encoding import b64url_decode, canonical
 from protocol.entry import ENTRY_FIELDS, HASH_RE, LOG_RE, NODE_ID_RE, Entry
 from protocol.errors import BadSignature, BodyInvalid, KeyMismatch, ProtocolError
+from protocol.keyrotation import RotationRequest
 from protocol.keys import PublicKey, parse_public_key
 
 __all__ = [
@@ -40,6 +45,7 @@ __all__ = [
     "HUB_VALIDATORS",
     "QUARANTINE_DECISIONS",
     "KEY_ROTATION",
+    "NODE_KEY_ROTATION",
     "is_hub_log",
     "mailbox_log",
     "open_forward",
@@ -48,6 +54,8 @@ __all__ = [
 ]
 
 KEY_ROTATION = "hub.key_rotation"
+NODE_KEY_ROTATION = "hub.node_key_rotation"
+_ADMIN_RE = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 QUARANTINE_DECISIONS = ("accepted", "rejected")
 _VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}")
 _KEY_RE = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -147,6 +155,32 @@ def _key_rotation(body: Mapping[str, Any]) -> None:
     _int(body, "effective", 0)
 
 
+def _node_key_rotation(body: Mapping[str, Any]) -> None:
+    _exact(body, {"request", "approvals", "effective"}, NODE_KEY_ROTATION)
+    try:
+        RotationRequest.from_wire(body["request"]).verify()
+    except ProtocolError as exc:
+        raise BodyInvalid(f"request: {exc.reason}", field="request") from None
+    approvals = body["approvals"]
+    if type(approvals) is not list or not 1 <= len(approvals) <= 64:
+        raise BodyInvalid("approvals must be a list of 1 to 64 approvals", field="approvals")
+    seen: set[str] = set()
+    for approval in approvals:
+        if (
+            type(approval) is not dict
+            or approval.keys() != {"admin", "at"}
+            or type(approval["admin"]) is not str
+            or not _ADMIN_RE.fullmatch(approval["admin"])
+            or type(approval["at"]) is not int
+            or approval["at"] < 0
+        ):
+            raise BodyInvalid("each approval is {admin, at}", field="approvals")
+        if approval["admin"] in seen:
+            raise BodyInvalid(f"admin {approval['admin']} approves twice", field="approvals")
+        seen.add(approval["admin"])
+    _int(body, "effective", 0)
+
+
 HUB_VALIDATORS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "hub.catalog": _versioned("catalog"),
     "hub.calendar": _versioned("calendar"),
@@ -155,6 +189,7 @@ HUB_VALIDATORS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "hub.node_released": _node_released,
     "hub.forward": _forward,
     KEY_ROTATION: _key_rotation,
+    NODE_KEY_ROTATION: _node_key_rotation,
 }
 HUB_KINDS = frozenset(HUB_VALIDATORS)
 

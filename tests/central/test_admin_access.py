@@ -28,6 +28,9 @@ MATRIX: list[tuple[str, str, dict[str, int]]] = [
     ("POST", "/admin/nodes/invite", {ANON: 401, VIEWER: 403, OFFICER: 403, ADMIN: 400}),
     ("POST", "/admin/nodes/CN01/revoke", {ANON: 401, VIEWER: 403, OFFICER: 403, ADMIN: 400}),
     ("POST", "/admin/nodes/CN01/release", {ANON: 401, VIEWER: 403, OFFICER: 403, ADMIN: 400}),
+    ("GET", "/admin/rotations", {ANON: 303, VIEWER: 200, OFFICER: 403, ADMIN: 200}),
+    ("GET", "/admin/rotations/" + "a" * 64, {ANON: 303, VIEWER: 403, OFFICER: 403, ADMIN: 404}),
+    ("POST", "/admin/rotations/" + "a" * 64 + "/approve", {ANON: 401, VIEWER: 403, OFFICER: 403, ADMIN: 404}),
     ("POST", "/admin/review/quarantine/CN01/1/2", {ANON: 401, VIEWER: 403, OFFICER: 403, ADMIN: 400}),
     (
         "POST",

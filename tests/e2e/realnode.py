@@ -71,9 +71,11 @@ class HubRunner:
     port: int = field(default_factory=free_port)
     server: TestServer | None = None
     app: web.Application | None = None
+    clock: Callable[[], int] = now_ms
+    settings: dict[str, Any] = field(default_factory=dict)  # config overrides
 
     def __post_init__(self) -> None:
-        self.config = load(make_hub_dir(self.root).data_dir, environ={})
+        self.config = load(make_hub_dir(self.root).data_dir, environ={}, **self.settings)
 
     @property
     def base(self) -> str:
@@ -85,7 +87,7 @@ class HubRunner:
         return self.app[HUB]
 
     async def start(self) -> None:
-        self.app = make_hub_app(self.config)
+        self.app = make_hub_app(self.config, clock=self.clock)
         self.server = TestServer(self.app, host="127.0.0.1", port=self.port)
         await self.server.start_server()
 

@@ -1,4 +1,5 @@
-"""Restore of a day-old backup and key rotation against a real hub on loopback: no fork, no reused code.
+"""Restore of a day-old backup against a real hub on loopback: no fork, no reused code (key rotation:
+tests/e2e/test_node_key_rotation.py).
 
 The node side is the real node (init, desk, journal, projections) with the real sync client over its
 store; the last test goes through the CLI only (init with a token, sync --once, backup, restore-backup).
@@ -25,16 +26,13 @@ from node.config import load as load_node_config
 from node.migrations import split_sql
 from node.provision import Node, init_node
 from node.reprovision import (
-    ReprovisionError,
     enroll_with_hub,
     finish_restore,
     restore_backup,
-    rotate_key,
 )
-from node.sync_client import SYNC_SQL, HttpTransport, SyncClient, SyncError
+from node.sync_client import SYNC_SQL, HttpTransport, SyncClient
 from node.sync_store import SqliteLocalLog
 from protocol import PublicKey
-from protocol.keys import load_private_key
 from tests.central.helpers import make_hub_dir
 from tests.node.conftest import FAST_LOOKUP, UNIT, reception
 
@@ -181,52 +179,6 @@ async def test_an_old_backup_with_an_unsynced_tail_keeps_its_codes(
     finally:
         await restored.close()
     assert not set(after) & set(synced + unsynced)  # the stranded codes stay used
-    assert (await central.store.fetchone("SELECT count(*) FROM forks"))[0] == 0
-
-
-async def test_key_rotation_seals_the_epoch_and_the_old_key_is_refused(
-    hub: tuple[Hub, str], tmp_path: Path
-) -> None:
-    central, base = hub
-    config = await init_node(
-        tmp_path / "cn01", node_id="CN01", unit_code=UNIT, name="Tây Hồ", extra={"hub_url": base}
-    )
-    node = await _open(config)
-    view = await enroll_with_hub(await _token(central, base), node.key)
-    try:
-        await _intake(node, 2)
-        await _sync(node, base, view.hub_key)
-        await _intake(node, 1)  # not yet synced
-    finally:
-        await node.close()
-    old_key = config.key_path.read_bytes()
-    old_signer = load_private_key(config.key_path)
-    with pytest.raises(ReprovisionError, match="đồng bộ hết"):
-        await rotate_key(config, await _token(central, base))
-    assert config.key_path.read_bytes() == old_key  # refused before anything changed
-    node = await _open(config)
-    try:
-        await _sync(node, base, view.hub_key)
-    finally:
-        await node.close()
-
-    started = await rotate_key(config, await _token(central, base))
-    assert started.epoch == 2 and started.previous is not None and started.previous.seq == 4
-    assert config.key_path.read_bytes() != old_key
-    node = await _open(config)
-    try:
-        assert node.journal.epoch == 2
-        await _intake(node, 1)
-        assert await _sync(node, base, view.hub_key) == 2
-    finally:
-        await node.close()
-    stale = SyncClient("CN01", 1, old_signer, view.hub_key, None, HttpTransport(base), wall=_wall)  # type: ignore[arg-type]
-    with pytest.raises(SyncError) as refused:
-        await stale.call("GET", "/v1/sync/state")
-    await stale.transport.close()  # type: ignore[attr-defined]
-    assert refused.value.code == "epoch_sealed"
-    epochs = await central.registry.epochs("CN01")
-    assert [(e[0], e[2] is not None) for e in epochs] == [(1, True), (2, False)]  # epoch 1 sealed
     assert (await central.store.fetchone("SELECT count(*) FROM forks"))[0] == 0
 
 

@@ -37,9 +37,17 @@ def _gone(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    try:  # a zombie still answers kill(0): look at its state
+    # A zombie still answers kill(0): look at its state. But a thread-group leader shows "Z" as soon as
+    # it has exited while its other threads (an aiosqlite thread inside fdatasync, an executor thread)
+    # are still dying, and the file table, with the data directory's flock, is only released when the
+    # last of them is gone: a restart in that window is refused "already running". So a zombie counts
+    # as gone only once it is the last task of its group.
+    try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().split(b") ", 1)[1][:1] in (b"Z", b"X")
+            state = f.read().split(b") ", 1)[1][:1]
+        if state not in (b"Z", b"X"):
+            return False
+        return len(os.listdir(f"/proc/{pid}/task")) <= 1
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return True
 

@@ -52,6 +52,15 @@ async def run_sync(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -
     return await db._execute(fn, db._conn, *args)  # type: ignore[no-any-return]
 
 
+async def _rollback_begun(db: aiosqlite.Connection) -> None:
+    """ROLLBACK after a BEGIN whose await failed: queued on the connection's thread after the BEGIN (so it
+    runs even if this task is cancelled again); no transaction (BEGIN never ran or failed) is fine."""
+    try:
+        await asyncio.shield(db.execute("ROLLBACK"))
+    except sqlite3.Error:
+        pass
+
+
 def storage_error(exc: BaseException) -> BaseException:
     """A disk problem under SQLite as the node error staff can act on; anything else unchanged.
 
@@ -158,6 +167,12 @@ class Store:
                 await db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise self._mapped(exc) from exc
+            except BaseException:
+                # aiohttp cancels a handler whose client disconnects: the cancellation can land on this
+                # await after aiosqlite's thread ran BEGIN; without a rollback the transaction stays open
+                # and every later write fails ("cannot start a transaction within a transaction").
+                await _rollback_begun(db)
+                raise
             try:
                 yield db
             except BaseException as exc:
@@ -192,7 +207,11 @@ class Store:
         async with self._read_lock:
             self._check_open()
             db = self._reader
-            await db.execute("BEGIN")
+            try:
+                await db.execute("BEGIN")
+            except BaseException:  # cancelled after BEGIN ran: never keep an old snapshot open
+                await _rollback_begun(db)
+                raise
             try:
                 yield db
             finally:

@@ -20,7 +20,8 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,7 +191,7 @@ class HubBlobs:
         self.root = root
         self.tmp = root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # per blob: the lock and its users
         self._queue: list[_Job] = []  # written, waiting for the next group
         self._writing: list[_Job] = []  # the group being made durable
         self._writer: asyncio.Task[None] | None = None
@@ -285,7 +286,9 @@ class HubBlobs:
             if state == "complete":
                 needs.append(BlobNeed(sha, "complete", ()))
                 continue
-            missing = tuple(i for i in range(manifest.count) if i not in held[sha])
+            # every chunk held but not assembled cannot happen (the last one assembles); should it, the
+            # last chunk is asked for again, which assembles
+            missing = tuple(i for i in range(manifest.count) if i not in held[sha]) or (manifest.count - 1,)
             needs.append(BlobNeed(sha, "partial" if held[sha] else "missing", missing))
         return needs
 
@@ -313,33 +316,33 @@ class HubBlobs:
         follows in the background; the acknowledgement is ``need``, which waits for what is queued. An
         interruption still costs at most the chunk on the wire: every chunk received whole is made
         durable whether or not its sender is still there."""
-        found = await self._manifest(node, sha256)
-        if found is None:
-            raise NotFound(
-                "blob_unknown", f"no entry of {node} references blob {sha256[:12]}; push metadata first"
-            )
-        manifest, _ = found
-        if digest is None:
-            digest = hashlib.sha256(data).hexdigest()
-        try:
-            check_chunk(manifest, index, data, digest)
-        except BlobMismatch as exc:
-            raise Unprocessable(exc.code, exc.reason) from None
         if self._unsynced > MAX_UNSYNCED_BYTES:  # back-pressure: the disk sets the pace
             await self.flush()
-        lock = self._locks.setdefault(sha256, asyncio.Lock())
-        async with lock:
+        async with self._blob_lock(sha256):
+            # one query: the manifest (if ``node`` may see the blob), its state and the chunks held
+            rows = await self.store.fetchall(
+                "SELECT b.manifest, b.state, c.idx FROM blobs b LEFT JOIN blob_chunks c ON c.sha256 = "
+                "b.sha256 WHERE b.sha256 = ? AND EXISTS (SELECT 1 FROM blob_refs r WHERE r.sha256 = "
+                "b.sha256 AND (r.log = ? OR r.log = ?))",
+                (sha256, node, mailbox_log(node)),
+            )
+            if not rows:
+                raise NotFound(
+                    "blob_unknown", f"no entry of {node} references blob {sha256[:12]}; push metadata first"
+                )
+            manifest = Manifest.from_body(decode(bytes(rows[0][0])))
+            if digest is None:
+                digest = hashlib.sha256(data).hexdigest()
+            try:
+                check_chunk(manifest, index, data, digest)
+            except BlobMismatch as exc:
+                raise Unprocessable(exc.code, exc.reason) from None
             pending = self._completing.get(sha256)
             complete = True
             if pending is None:
-                rows = await self.store.fetchall(
-                    "SELECT b.state, c.idx FROM blobs b LEFT JOIN blob_chunks c ON c.sha256 = b.sha256 "
-                    "WHERE b.sha256 = ?",
-                    (sha256,),
-                )
-                if rows[0][0] == "complete":
+                if rows[0][1] == "complete":
                     return True
-                durable = {idx for _, idx in rows if idx is not None}
+                durable = {idx for _, _, idx in rows if idx is not None}
                 if index in durable:
                     return False  # held already: nothing to do
                 queued = self._queued.get(sha256, {})
@@ -360,6 +363,21 @@ class HubBlobs:
             return False
         await asyncio.shield(pending)
         return complete
+
+    @asynccontextmanager
+    async def _blob_lock(self, sha256: str) -> AsyncIterator[None]:
+        """One upload at a time per blob; the lock is dropped when nobody holds or waits for it."""
+        lock, users = self._locks.get(sha256, (asyncio.Lock(), 0))
+        self._locks[sha256] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[sha256]
+            if users == 1:
+                del self._locks[sha256]
+            else:
+                self._locks[sha256] = (lock, users - 1)
 
     async def _queue_whole(
         self, manifest: Manifest, index: int, data: bytes | bytearray, digest: str

@@ -72,7 +72,7 @@ async def read_hashed(request: web.Request, cap: int) -> tuple[bytearray, str]:
     length = request.content_length
     buf = bytearray(length if length is not None and 0 < length <= cap else 0)
     size = 0
-    async for piece in request.content.iter_chunked(256 * 1024):
+    async for piece in request.content.iter_any():  # the pieces as received, not joined
         end = size + len(piece)
         if end > cap:
             raise TooLarge("too_large", f"request body over {cap} bytes")

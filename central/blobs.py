@@ -343,8 +343,6 @@ class HubBlobs:
                 if rows[0][1] == "complete":
                     return True
                 durable = {idx for _, _, idx in rows if idx is not None}
-                if index in durable:
-                    return False  # held already: nothing to do
                 queued = self._queued.get(sha256, {})
                 if all(i in durable or i in queued for i in range(manifest.count) if i != index):
                     # the whole file is written from the chunks' files: the queued ones must be in place
@@ -352,6 +350,8 @@ class HubBlobs:
                     if others:
                         await asyncio.gather(*others)
                     pending = await self._queue_whole(manifest, index, data, digest)
+                elif index in durable:
+                    return False  # held already: nothing to do
                 else:
                     tmp = await asyncio.to_thread(_write_tmp, self.tmp, [data])
                     pending = self._enqueue(

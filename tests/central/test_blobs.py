@@ -217,3 +217,23 @@ async def test_a_crash_before_the_group_commit_resumes_from_what_is_durable(
     assert await reborn.put_chunk("CN01", manifest.sha256, 2, pieces[2]) is True
     assert reborn.path_for(manifest.sha256).read_bytes() == data
     assert await reborn.need("CN01", [manifest.sha256]) == [BlobNeed(manifest.sha256, "complete", ())]
+
+
+async def test_every_chunk_held_but_not_assembled_is_completed_by_sending_the_last_again(
+    client: TestClient,
+) -> None:
+    """A state the hub never writes itself (all chunks recorded, blob not complete, e.g. from a restored
+    backup): ``need`` asks for the last chunk, and sending it assembles the file."""
+    hub = hub_of(client)
+    data = os.urandom(2 * MIB)
+    manifest = manifest_for_bytes(data, "application/pdf", 2)
+    sim = await node_with(client, "CN01", manifest)
+    assert (await put(sim, manifest.sha256, 0, data[:MIB]))[1]["complete"] is False
+    (hub.blobs.root / "chunks" / manifest.sha256 / "1").write_bytes(data[MIB:])
+    async with hub.store.write() as db:
+        await db.execute("INSERT INTO blob_chunks (sha256, idx) VALUES (?, 1)", (manifest.sha256,))
+    assert await need(sim, manifest.sha256) == [
+        {"sha256": manifest.sha256, "state": "partial", "missing": [1]}
+    ]
+    assert (await put(sim, manifest.sha256, 1, data[MIB:]))[1]["complete"] is True
+    assert hub.blobs.path_for(manifest.sha256).read_bytes() == data

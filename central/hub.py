@@ -88,6 +88,7 @@ class Hub:
         )
 
     async def close(self) -> None:
+        await self.blobs.flush()  # chunks already answered (``?ack=later``) are made durable first
         for pool in self.pools:
             pool.shutdown(wait=True, cancel_futures=True)
         await self.store.close()

@@ -47,7 +47,7 @@ _INT_RE = re.compile(r"0|[1-9][0-9]{0,15}")
 class Caller:
     info: NodeInfo
     epoch: int
-    body: bytes
+    body: bytes | bytearray  # bytearray for streamed chunk uploads
     digest: str  # hex SHA-256 of body, checked against the signed one
 
 
@@ -65,7 +65,32 @@ async def read_body(request: web.Request, cap: int) -> bytes:
     return bytes(buf)
 
 
-async def authenticate(request: web.Request, hub: Hub, cap: int, *, allow_revoked: bool = False) -> Caller:
+async def read_hashed(request: web.Request, cap: int) -> tuple[bytearray, str]:
+    """The whole body and its hex SHA-256, hashed piece by piece as it streams in (while the rest is still
+    on the wire) and kept in one buffer, sized from Content-Length when that is within ``cap`` (never
+    trusted: the count is checked while reading). For chunk uploads: no copy, no second pass."""
+    hasher = hashlib.sha256()
+    length = request.content_length
+    buf = bytearray(length if length is not None and 0 < length <= cap else 0)
+    size = 0
+    async for piece in request.content.iter_any():  # the pieces as received, not joined
+        end = size + len(piece)
+        if end > cap:
+            raise TooLarge("too_large", f"request body over {cap} bytes")
+        if end <= len(buf):
+            buf[size:end] = piece
+        else:
+            del buf[size:]
+            buf += piece
+        size = end
+        hasher.update(piece)
+    del buf[size:]
+    return buf, hasher.hexdigest()
+
+
+async def authenticate(
+    request: web.Request, hub: Hub, cap: int, *, allow_revoked: bool = False, stream: bool = False
+) -> Caller:
     """Headers, key, freshness, signature, replay; then the body, checked against its signed digest."""
     node = request.headers.get("X-Motcua-Node", "?")
     try:
@@ -92,8 +117,11 @@ async def authenticate(request: web.Request, hub: Hub, cap: int, *, allow_revoke
         )
     if info.status == "revoked" and not allow_revoked:
         raise Forbidden("node_revoked", f"{info.node} is revoked: {info.reason}")
-    body = await read_body(request, cap)
-    digest = hashlib.sha256(body).hexdigest()
+    if stream:  # large bodies: hashed as they arrive, in one buffer
+        body, digest = await read_hashed(request, cap)
+    else:
+        body = await read_body(request, cap)
+        digest = hashlib.sha256(body).hexdigest()
     if digest != claims.body:
         raise BadRequest("body_hash_mismatch", "the body is not the one the signature covers")
     return Caller(info, claims.epoch, body, digest)
@@ -247,9 +275,14 @@ def _blob_target(request: web.Request) -> tuple[str, int]:
 @routes.put("/v1/sync/blobs/{sha256}/{index}")
 async def put_chunk(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    caller = await authenticate(request, hub, CHUNK_SIZE)
+    caller = await authenticate(request, hub, CHUNK_SIZE, stream=True)
     sha, index = _blob_target(request)
-    complete = await hub.blobs.put_chunk(caller.info.node, sha, index, caller.body, caller.digest)
+    ack = request.query.get("ack")
+    if ack not in (None, "later"):
+        raise BadRequest("bad_request", "ack must be 'later' (or absent)")
+    complete = await hub.blobs.put_chunk(
+        caller.info.node, sha, index, caller.body, caller.digest, wait=ack is None
+    )
     hub.metrics.blob_bytes.labels(caller.info.node).inc(len(caller.body))
     return json_response({"sha256": sha, "index": index, "complete": complete})
 

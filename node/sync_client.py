@@ -6,7 +6,8 @@ One round, each step resumable and idempotent:
 2. push the node's own entries after the hub's head, in batches; keep every signed receipt;
 3. pull ``hub`` and ``hub.<NODE>`` after the local heads; verify the hub's signatures and chain before
    storing them (with their projections, through ``LocalLog.store_hub_entries``);
-4. blobs named by attachment entries the hub holds, oldest first: ask which chunks it lacks, send those;
+4. blobs named by attachment entries the hub holds, oldest first: ask which chunks it lacks, send those
+   (one at a time, ``?ack=later``), ask again: the hub's answer is the acknowledgement;
 5. heartbeat.
 
 Requests are signed (protocol.auth) with the node key; timestamps use the hub's clock as last seen
@@ -156,6 +157,7 @@ class LocalLog(Protocol):
     async def pending_blobs(self, held_seq: int, epoch: int) -> list[Manifest]: ...
     async def read_chunk(self, manifest: Manifest, index: int) -> bytes: ...
     async def blob_done(self, sha256: str) -> None: ...
+    # optional: ``async def blobs_done(self, shas: Sequence[str]) -> None`` records many in one transaction
     async def set_state(self, values: dict[str, str]) -> None: ...
     async def status(self) -> Heartbeat: ...
 
@@ -426,45 +428,71 @@ class SyncClient:
         raise SyncError("bad_forward", f"{entry.position}: {failure.reason}", retryable=False) from None
 
     async def _blobs(self, held: LogHead) -> int:
+        """Upload what the hub lacks, 200 blobs at a time: ask (``need``), send the missing chunks, ask
+        again: the second answer is the acknowledgement (the hub answers ``need`` only once the chunks it
+        has written are durable), and the blobs it holds whole are recorded in one local transaction."""
         manifests = await self.local.pending_blobs(held.seq, self.epoch)
         sent = 0
         for start in range(0, len(manifests), 200):
             group = manifests[start : start + 200]
-            answer = decode(
-                await self.call(
-                    "POST", "/v1/sync/blobs/need", canonical({"blobs": [m.sha256 for m in group]})
-                ),
-                max_bytes=None,
-            )
-            needs = {n.sha256: n for n in (BlobNeed.from_wire(v) for v in answer["blobs"])}
+            needs = await self._need(group)
             work = [
                 (m, needs[m.sha256].missing)
                 for m in group
                 if m.sha256 in needs and needs[m.sha256].state != "unknown"
             ]
-            sent += await self._upload(work, sent, sent + sum(len(missing) for _, missing in work))
+            done = [m.sha256 for m, missing in work if not missing]  # complete at the hub already
+            todo = [(m, missing) for m, missing in work if missing]
+            if todo:
+                sent += await self._upload(todo, sent, sent + sum(len(missing) for _, missing in todo))
+                acked = await self._need([m for m, _ in todo])
+                for m, _ in todo:
+                    if acked[m.sha256].state == "complete":
+                        done.append(m.sha256)
+                    else:  # the hub lost what it had not made durable yet (a crash): next round
+                        log.warning(
+                            "blob %s: the hub still lacks chunks %s after the upload",
+                            m.sha256[:12],
+                            list(acked[m.sha256].missing)[:8],
+                        )
+            await self._record(done)
         return sent
 
-    async def _upload(self, work: list[tuple[Manifest, tuple[int, ...]]], sent: int, todo: int) -> int:
-        """Upload the missing chunks one request at a time (an interruption costs one chunk), and
-        record each blob the hub now holds whole.
+    async def _need(self, manifests: Sequence[Manifest]) -> dict[str, BlobNeed]:
+        answer = decode(
+            await self.call(
+                "POST", "/v1/sync/blobs/need", canonical({"blobs": [m.sha256 for m in manifests]})
+            ),
+            max_bytes=None,
+        )
+        return {n.sha256: n for n in (BlobNeed.from_wire(v) for v in answer["blobs"])}
 
-        Around that single request the rest overlaps: the next chunk is read and hashed (once: the hash
-        is checked against the manifest and signed as the body digest) while this one is on the wire,
-        and a finished blob is recorded locally while the next chunk uploads."""
+    async def _record(self, shas: Sequence[str]) -> None:
+        """Record blobs the hub holds whole (one transaction when the local log can)."""
+        if not shas:
+            return
+        many = getattr(self.local, "blobs_done", None)
+        if many is not None:
+            await many(shas)
+            return
+        for sha in shas:
+            await self.local.blob_done(sha)
+
+    async def _upload(self, work: list[tuple[Manifest, tuple[int, ...]]], sent: int, todo: int) -> int:
+        """Upload the missing chunks one request at a time: an interruption costs at most the chunk on the
+        wire (the hub makes every chunk it received whole durable, whether or not we are still there).
+
+        Each chunk goes with ``?ack=later``: the hub answers once it has checked and written it, and makes
+        it durable in groups meanwhile (the caller's second ``need`` is the acknowledgement), so the
+        fsyncs of one chunk overlap the transfer of the next instead of adding to it. The next chunk is
+        read and hashed (once: the hash is checked against the manifest and signed as the body digest)
+        while this one is on the wire."""
         queue = [(m, i) for m, missing in work for i in missing]
         loads: dict[int, asyncio.Task[tuple[bytes, str]]] = {}
-        recording: asyncio.Task[None] | None = None
 
         def load(at: int) -> None:
             if at < len(queue) and at not in loads:
                 loads[at] = asyncio.create_task(self._load_chunk(*queue[at]))
-
-        async def record(sha256: str) -> None:
-            nonlocal recording
-            if recording is not None:
-                await recording
-            recording = asyncio.create_task(self.local.blob_done(sha256))
 
         uploaded = 0
         pos = 0
@@ -474,7 +502,7 @@ class SyncClient:
                 load(pos)
                 load(pos + 1)
                 chunk, digest = await loads.pop(pos)
-                target = f"/v1/sync/blobs/{manifest.sha256}/{index}"
+                target = f"/v1/sync/blobs/{manifest.sha256}/{index}?ack=later"
                 reply = decode(await self.call("PUT", target, chunk, digest=digest))
                 uploaded += 1
                 pos += 1
@@ -484,18 +512,9 @@ class SyncClient:
                     while pos < len(queue) and queue[pos][0] is manifest:
                         await _drop(loads.pop(pos, None))
                         pos += 1
-                if pos == len(queue) or queue[pos][0] is not manifest:
-                    await record(manifest.sha256)
-            for manifest, missing in work:
-                if not missing:  # complete at the hub already
-                    await record(manifest.sha256)
-            if recording is not None:
-                await recording
         finally:
             for task in loads.values():
                 await _drop(task)
-            if recording is not None:
-                await asyncio.gather(recording, return_exceptions=True)  # a started local write finishes
         return uploaded
 
     async def _load_chunk(self, manifest: Manifest, index: int) -> tuple[bytes, str]:

@@ -167,6 +167,14 @@ class SqliteLocalLog:
                 "INSERT OR IGNORE INTO sync_blobs (sha256, done_ms) VALUES (?, ?)", (sha256, self.wall())
             )
 
+    async def blobs_done(self, shas: Sequence[str]) -> None:
+        """``blob_done`` for many blobs, in one transaction."""
+        now = self.wall()
+        async with self.store.write() as db:
+            await db.executemany(
+                "INSERT OR IGNORE INTO sync_blobs (sha256, done_ms) VALUES (?, ?)", [(s, now) for s in shas]
+            )
+
     async def set_state(self, values: dict[str, str]) -> None:
         async with self.store.write() as db:
             await db.executemany(

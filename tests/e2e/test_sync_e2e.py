@@ -86,3 +86,55 @@ async def test_scans_arrive_intact_and_an_interrupted_upload_costs_at_most_one_c
         await service.close()
         await node.close()
         await hub.stop()
+
+
+class DropNeed:
+    """Transport that fails the ``n``-th ``blobs/need`` like a dropped link (counts the chunk uploads)."""
+
+    def __init__(self, inner: HttpTransport, n: int) -> None:
+        self.inner, self.n, self.needs, self.puts = inner, n, 0, 0
+
+    async def request(
+        self, method: str, target: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        if target == "/v1/sync/blobs/need":
+            self.needs += 1
+            if self.needs == self.n:
+                raise SyncError("unreachable", "link dropped")
+        if method == "PUT":
+            self.puts += 1
+        return await self.inner.request(method, target, body, headers)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_a_blob_is_recorded_as_held_only_once_the_hub_acknowledged_it(tmp_path: Path) -> None:
+    """Chunks go up with ``?ack=later``; the node records a blob as held (``sync_blobs``, what retention
+    trusts) only from the ``need`` answer after the upload. When that answer is lost, nothing is recorded
+    and the next round records both blobs without sending a chunk again."""
+    hub = HubRunner(tmp_path / "hub")
+    await hub.start()
+    created = await NodeRunner.create(tmp_path / "van", await hub.invite("VAN03"), node_id="VAN03", block=0)
+    node = await Node.open(load_node_config(created.data, {}), lookup_iterations=FAST_LOOKUP)
+    service = await SyncService.open(node)
+    assert service is not None
+    try:
+        code = (await node.desk.receive(reception(), actor="an.nv")).code
+        small = os.urandom(1_048_576 + 10)
+        big = os.urandom(3 * 1_048_576)
+        shas = {await _attach(node, code, small), await _attach(node, code, big)}
+        flaky = DropNeed(service.transport, 2)  # the first need answers, the acknowledging one is lost
+        service.client.transport = flaky
+        with pytest.raises(SyncError) as info:
+            await service.client.sync_once()
+        assert info.value.code == "unreachable" and flaky.puts == 5
+        assert await node.store.fetchall("SELECT sha256 FROM sync_blobs") == []
+        report = await service.client.sync_once()
+        assert report.chunks == 0 and flaky.puts == 5  # nothing sent twice
+        assert {r[0] for r in await node.store.fetchall("SELECT sha256 FROM sync_blobs")} == shas
+        assert hub.hub.blobs.path_for(min(shas)).is_file() and hub.hub.blobs.path_for(max(shas)).is_file()
+    finally:
+        await service.close()
+        await node.close()
+        await hub.stop()

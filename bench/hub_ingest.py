@@ -1,9 +1,12 @@
 """Hub ingest rate over loopback against the raw Ed25519 verify rate measured in the same run.
 
-    python -m bench.hub_ingest [--entries N] [--batch B]
+    python -m bench.hub_ingest [--entries N] [--batch B] [--runs R]
 
 Every entry's signature and chain link is verified, each batch is committed durably (WAL, FULL) and
-answered with a signed receipt. Goal (issue "Central hub"): ingest >= 0.85 x raw verify, one process.
+answered with a signed receipt. Goals (issue 9): ``hub_ingest`` >= 0.85 x raw verify with the hub's
+verification on one core (one signature thread, ``verify_threads=1``); ``hub_ingest_2_cores`` >= 1.5 x
+raw verify with verification spread over both cores (``verify_threads=2``, the default). Each run
+measures raw verify, one thread and two threads one after the other; each figure is its best of R.
 """
 
 from __future__ import annotations
@@ -66,12 +69,17 @@ def make_entries(key, n: int) -> list[Entry]:  # type: ignore[no-untyped-def]
     return out
 
 
-async def ingest(entries: list[Entry], key, batch: int) -> float:  # type: ignore[no-untyped-def]
+async def ingest(entries: list[Entry], key, batch: int, threads: int) -> float:  # type: ignore[no-untyped-def]
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         save_private_key(private_key_from_seed(b"h" * 32), data / "hub.key")
         config = load(
-            data, environ={}, max_push_entries=batch, push_rate_per_s=10**9, max_push_bytes=64 * 1024 * 1024
+            data,
+            environ={},
+            max_push_entries=batch,
+            push_rate_per_s=10**9,
+            max_push_bytes=64 * 1024 * 1024,
+            verify_threads=threads,
         )
         app = make_app(config)
         server = TestServer(app, host="127.0.0.1", port=0)
@@ -124,14 +132,17 @@ def main() -> None:
     entries = make_entries(key, args.entries)
     pub = parse_public_key(public_key_text(key))
     pairs = [(b64url_decode(e.sig), e.signable()) for e in entries]
-    raw_s = best_of(args.runs, lambda: [pub.verify(sig, msg) for sig, msg in pairs])
+    raw_s, one_s, two_s = float("inf"), float("inf"), float("inf")
+    for _ in range(args.runs):  # interleaved, so a burst of load elsewhere hits all three alike
+        raw_s = min(raw_s, best_of(1, lambda: [pub.verify(sig, msg) for sig, msg in pairs]))
+        one_s = min(one_s, asyncio.run(ingest(entries, key, args.batch, 1)))
+        two_s = min(two_s, asyncio.run(ingest(entries, key, args.batch, 2)))
     raw_rate = len(pairs) / raw_s
-    best = min(asyncio.run(ingest(entries, key, args.batch)) for _ in range(args.runs))
-    rate = len(entries) / best
     print(f"entries: {len(entries)} of {len(entries[-1].raw)} bytes, batch {args.batch}")
     figure("raw_ed25519_verify", raw_rate, "verifies/s", 1.0, 1.0)
-    figure("hub_ingest", rate, "entries/s", rate / raw_rate, 0.85)
-
+    one, two = len(entries) / one_s, len(entries) / two_s
+    figure("hub_ingest", one, "entries/s", one / raw_rate, 0.85)
+    figure("hub_ingest_2_cores", two, "entries/s", two / raw_rate, 1.5)
 
 if __name__ == "__main__":
     main()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from central.errors import (
@@ -107,7 +107,7 @@ class Receiver:
     _locks: dict[tuple[str, int], asyncio.Lock] = field(default_factory=dict)
     active: int = 0  # pushes being handled now (background work defers to them)
     last_push: float = 0.0  # time.monotonic() when the last push ended
-    chunk: int = 128  # lines per chain-verification task on the signature pool
+    chunk: int = 32  # lines per parse-and-signature task on the signature pool
 
     async def push(self, node: NodeInfo, log: str, epoch: int, body: bytes) -> PushResult:
         self.active += 1
@@ -182,44 +182,29 @@ class Receiver:
     ) -> tuple[list[Entry], dict[int, tuple[str, str]]]:
         """Parse, chain-verify and body-validate the new entries (in the driver thread).
 
-        The run is cut into chunks of ``chunk`` lines: this thread parses and validates the bodies of one
-        chunk, hands its chain verification (links and Ed25519 signatures, which release the GIL) to the
-        signature pool, and goes on with the next chunk meanwhile. Chunk ``i + 1`` starts from the state
-        its parsed predecessor would reach; the chunks' results are taken in order, so the error raised
-        is the one a sequential verifier would name first (the first failing entry, its first check).
+        The run is cut into chunks of ``chunk`` lines; each task on the signature pool parses its chunk,
+        checks each entry's signature (Ed25519 releases the GIL, so the pool's threads overlap one's
+        parsing with another's signature) and validates each body; this thread checks the links in order
+        as the chunks come back (``verify_chain`` with an executor). The error raised is the one a
+        sequential verifier would name first (the first failing entry, its first check).
         """
         new: list[Entry] = []
-        bad: dict[int, tuple[str, str]] = {}
-        futures: list[tuple[int, Future[ChainState]]] = []
-        parse_failure: tuple[int, ProtocolError] | None = None
-        start = state
-        for at in range(0, len(lines), self.chunk):
-            entries: list[Entry] = []
-            for index, line in enumerate(lines[at : at + self.chunk], start=at):
-                try:
-                    entries.append(Entry.parse(line))
-                except ProtocolError as exc:
-                    parse_failure = (index, exc)
-                    break
-            if entries:
-                futures.append((at, self.signature_pool.submit(verify_chain, start, entries)))
-                last = entries[-1]
-                start = ChainState(state.log, state.epoch, state.key, last.seq, last.hash, last.time)
-                new.extend(entries)
-                for entry in entries:
-                    try:
-                        validate_body(entry.kind, entry.body)
-                    except BodyInvalid as exc:
-                        bad[entry.seq] = (exc.code, exc.reason)
-            if parse_failure is not None:
-                break
-        for at, future in futures:
-            try:
-                future.result()
-            except ProtocolError as exc:
-                raise _at(exc, offset + at + getattr(exc, "index", 0)) from None
-        if parse_failure is not None:
-            raise _at(parse_failure[1], offset + parse_failure[0])
+        problems: list[tuple[str, str] | None] = []
+        try:
+            verify_chain(
+                state,
+                lines,
+                executor=self.signature_pool,
+                batch=self.chunk,
+                parsed=new,
+                inspect=_body_problem,
+                inspected=problems,
+            )
+        except ProtocolError as exc:
+            raise _at(exc, offset + getattr(exc, "index", 0)) from None
+        bad = {
+            entry.seq: problem for entry, problem in zip(new, problems, strict=True) if problem is not None
+        }
         if new[0].seq == 1 and new[0].epoch >= 2:
             named = new[0].body["previous"]
             want = (
@@ -315,6 +300,15 @@ class Receiver:
         for listener in self.committed:
             listener(log, epoch, new)
         return PushResult(len(new), duplicates, tuple(sorted(bad)), receipt)
+
+
+def _body_problem(entry: Entry) -> tuple[str, str] | None:
+    """(code, reason) when the entry's body is not valid for its kind (it will be quarantined)."""
+    try:
+        validate_body(entry.kind, entry.body)
+    except BodyInvalid as exc:
+        return exc.code, exc.reason
+    return None
 
 
 def _parse_all(lines: list[bytes]) -> list[Entry]:

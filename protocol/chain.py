@@ -9,7 +9,7 @@ well-formed ``log.genesis`` naming that same key. Body validation per kind is a 
 
 from __future__ import annotations
 
-import base64
+import binascii
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
@@ -111,7 +111,7 @@ def _check_signature(key: PublicKey, entry: Entry) -> None:
     # Entry.parse already checked 86 base64url characters; only canonical trailing bits remain.
     if entry.sig[-1] not in _SIG_LAST:
         raise BadSignature("sig: non-canonical base64url (trailing bits set)")
-    signature = base64.urlsafe_b64decode(entry.sig + "==")
+    signature = binascii.a2b_base64(entry.sig.replace("-", "+").replace("_", "/") + "==")
     if not key.verify(signature, entry.signable()):
         raise BadSignature(f"signature of {entry.position} does not verify with the registered key")
 

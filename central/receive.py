@@ -91,6 +91,17 @@ class TokenBucket:
         return (amount - level) / self.rate
 
 
+@dataclass(eq=False)
+class _Tail:
+    """A verified batch on its way into the store: where it ends, and whether its commit has ended."""
+
+    seq: int
+    hash: str
+    time: tuple[int, int]
+    done: asyncio.Future[None]
+    ok: bool = False
+
+
 @dataclass
 class Receiver:
     store: SqliteStore
@@ -108,6 +119,7 @@ class Receiver:
     active: int = 0  # pushes being handled now (background work defers to them)
     last_push: float = 0.0  # time.monotonic() when the last push ended
     chunk: int = 32  # lines per parse-and-signature task on the signature pool
+    _tails: dict[tuple[str, int], _Tail] = field(default_factory=dict)  # batch being committed, per log
 
     async def push(self, node: NodeInfo, log: str, epoch: int, body: bytes) -> PushResult:
         self.active += 1
@@ -144,38 +156,78 @@ class Receiver:
                 first = Entry.parse(lines[0]).seq
             except ProtocolError as exc:
                 raise _at(exc, 0) from None
-            head = await self.store.head(log, epoch)
-            held = head.seq if head is not None else 0
-            if first > held + 1:
-                raise Conflict(
-                    "seq_gap",
-                    f"the hub holds {log}/{epoch} up to {held}; resend from {held + 1}",
-                    head=_log_head(log, epoch, head),
-                    index=0,
+            before = self._tails.get((log, epoch))
+            if before is not None and first == before.seq + 1 and not before.done.done():
+                # The exact continuation of a batch still being committed: verify it against that batch's
+                # last entry now, commit it after that batch (below, outside the lock).
+                state = ChainState(log, epoch, key, before.seq, before.hash, before.time)
+                held, duplicates = before.seq, 0
+                new, bad_bodies = await loop.run_in_executor(
+                    self.driver_pool, self._verify, state, lines, 0, None
                 )
-            overlap = min(len(lines), held - first + 1)
-            if overlap:
-                known = await loop.run_in_executor(self.driver_pool, _parse_all, lines[:overlap])
-                duplicates = await self._overlap(node, key, log, epoch, known, head)
             else:
-                duplicates = 0
-            if overlap == len(lines):
-                assert head is not None
-                receipt = await self.store.receipt(log, epoch, head.seq)
-                if receipt is None:  # every commit stores one; sign again only if the row is missing
-                    receipt = sign_receipt(self.hub_key, Head(log, epoch, head.seq, head.hash), self.clock())
-                self.metrics.duplicates.labels(log).inc(duplicates)
-                return PushResult(0, duplicates, (), receipt)
-            state = (
-                ChainState.start(log, epoch, key)
-                if head is None
-                else ChainState(log, epoch, key, head.seq, head.hash, head.time)
-            )
-            previous = await self.registry.genesis_previous(log, epoch) if held == 0 else None
-            new, bad_bodies = await loop.run_in_executor(
-                self.driver_pool, self._verify, state, lines[overlap:], overlap, previous
-            )
-            return await self._commit(log, epoch, held, new, bad_bodies, duplicates)
+                if before is not None:  # anything else starts from what is stored
+                    await asyncio.shield(before.done)
+                    before = None
+                head = await self.store.head(log, epoch)
+                held = head.seq if head is not None else 0
+                if first > held + 1:
+                    raise Conflict(
+                        "seq_gap",
+                        f"the hub holds {log}/{epoch} up to {held}; resend from {held + 1}",
+                        head=_log_head(log, epoch, head),
+                        index=0,
+                    )
+                overlap = min(len(lines), held - first + 1)
+                if overlap:
+                    known = await loop.run_in_executor(self.driver_pool, _parse_all, lines[:overlap])
+                    duplicates = await self._overlap(node, key, log, epoch, known, head)
+                else:
+                    duplicates = 0
+                if overlap == len(lines):
+                    assert head is not None
+                    receipt = await self.store.receipt(log, epoch, head.seq)
+                    if receipt is None:  # every commit stores one; sign again only if the row is missing
+                        receipt = sign_receipt(
+                            self.hub_key, Head(log, epoch, head.seq, head.hash), self.clock()
+                        )
+                    self.metrics.duplicates.labels(log).inc(duplicates)
+                    return PushResult(0, duplicates, (), receipt)
+                state = (
+                    ChainState.start(log, epoch, key)
+                    if head is None
+                    else ChainState(log, epoch, key, head.seq, head.hash, head.time)
+                )
+                previous = await self.registry.genesis_previous(log, epoch) if held == 0 else None
+                new, bad_bodies = await loop.run_in_executor(
+                    self.driver_pool, self._verify, state, lines[overlap:], overlap, previous
+                )
+            last = new[-1]
+            mine = _Tail(last.seq, last.hash, last.time, loop.create_future())
+            self._tails[(log, epoch)] = mine
+        # Outside the lock: the next batch of this log may be verified while this one is committed.
+        # Commits stay in order (each waits for the one it continues) and every answer still comes
+        # after its own durable commit.
+        try:
+            if before is not None:
+                await asyncio.shield(before.done)
+                if not before.ok:
+                    head = await self.store.head(log, epoch)
+                    stored = head.seq if head is not None else 0
+                    raise Conflict(
+                        "seq_gap",
+                        f"the batch before this one was not stored: the hub holds {log}/{epoch} up to "
+                        f"{stored}; resend from {stored + 1}",
+                        head=_log_head(log, epoch, head),
+                        index=0,
+                    )
+            result = await self._commit(log, epoch, held, new, bad_bodies, duplicates)
+            mine.ok = True
+            return result
+        finally:
+            mine.done.set_result(None)
+            if self._tails.get((log, epoch)) is mine:
+                del self._tails[(log, epoch)]
 
     def _verify(
         self, state: ChainState, lines: list[bytes], offset: int, previous: Head | None

@@ -162,7 +162,7 @@ class Receiver:
                 # last entry now, commit it after that batch (below, outside the lock).
                 state = ChainState(log, epoch, key, before.seq, before.hash, before.time)
                 held, duplicates = before.seq, 0
-                new, bad_bodies = await loop.run_in_executor(
+                new, rows, bad_bodies = await loop.run_in_executor(
                     self.driver_pool, self._verify, state, lines, 0, None
                 )
             else:
@@ -199,7 +199,7 @@ class Receiver:
                     else ChainState(log, epoch, key, head.seq, head.hash, head.time)
                 )
                 previous = await self.registry.genesis_previous(log, epoch) if held == 0 else None
-                new, bad_bodies = await loop.run_in_executor(
+                new, rows, bad_bodies = await loop.run_in_executor(
                     self.driver_pool, self._verify, state, lines[overlap:], overlap, previous
                 )
             last = new[-1]
@@ -221,7 +221,7 @@ class Receiver:
                         head=_log_head(log, epoch, head),
                         index=0,
                     )
-            result = await self._commit(log, epoch, held, new, bad_bodies, duplicates)
+            result = await self._commit(log, epoch, held, new, rows, bad_bodies, duplicates)
             mine.ok = True
             return result
         finally:
@@ -231,17 +231,18 @@ class Receiver:
 
     def _verify(
         self, state: ChainState, lines: list[bytes], offset: int, previous: Head | None
-    ) -> tuple[list[Entry], dict[int, tuple[str, str]]]:
+    ) -> tuple[list[Entry], list[EntryRow], dict[int, tuple[str, str]]]:
         """Parse, chain-verify and body-validate the new entries (in the driver thread).
 
         The run is cut into chunks of ``chunk`` lines; each task on the signature pool parses its chunk,
         checks each entry's signature (Ed25519 releases the GIL, so the pool's threads overlap one's
-        parsing with another's signature) and validates each body; this thread checks the links in order
-        as the chunks come back (``verify_chain`` with an executor). The error raised is the one a
-        sequential verifier would name first (the first failing entry, its first check).
+        parsing with another's signature), validates each body and builds its store row (small pieces
+        of GIL-holding work between signatures, rather than one long run on the event loop); this thread
+        checks the links in order as the chunks come back (``verify_chain`` with an executor). The error
+        raised is the one a sequential verifier would name first (the first failing entry, its first check).
         """
         new: list[Entry] = []
-        problems: list[tuple[str, str] | None] = []
+        inspected: list[tuple[tuple[str, str] | None, EntryRow]] = []
         try:
             verify_chain(
                 state,
@@ -249,14 +250,12 @@ class Receiver:
                 executor=self.signature_pool,
                 batch=self.chunk,
                 parsed=new,
-                inspect=_body_problem,
-                inspected=problems,
+                inspect=_inspect,
+                inspected=inspected,
             )
         except ProtocolError as exc:
             raise _at(exc, offset + getattr(exc, "index", 0)) from None
-        bad = {
-            entry.seq: problem for entry, problem in zip(new, problems, strict=True) if problem is not None
-        }
+        bad = {row.seq: problem for problem, row in inspected if problem is not None}
         if new[0].seq == 1 and new[0].epoch >= 2:
             named = new[0].body["previous"]
             want = (
@@ -266,7 +265,7 @@ class Receiver:
             )
             if named != want:
                 raise _at(BadGenesis(f"genesis must name the sealed head {want}, not {named}"), offset)
-        return new, bad
+        return new, [row for _, row in inspected], bad
 
     async def _overlap(
         self, node: NodeInfo, key: PublicKey, log: str, epoch: int, entries: list[Entry], head: HeadRow | None
@@ -322,6 +321,7 @@ class Receiver:
         epoch: int,
         held: int,
         new: list[Entry],
+        rows: list[EntryRow],
         bad: dict[int, tuple[str, str]],
         duplicates: int,
     ) -> PushResult:
@@ -332,7 +332,7 @@ class Receiver:
             log=log,
             epoch=epoch,
             base_seq=held,
-            rows=[EntryRow(e.seq, e.hash, e.kind, e.time, _dossier_of(e), e.raw) for e in new],
+            rows=rows,
             received_ms=now,
             receipt=receipt,
             quarantine=[
@@ -354,13 +354,15 @@ class Receiver:
         return PushResult(len(new), duplicates, tuple(sorted(bad)), receipt)
 
 
-def _body_problem(entry: Entry) -> tuple[str, str] | None:
-    """(code, reason) when the entry's body is not valid for its kind (it will be quarantined)."""
+def _inspect(entry: Entry) -> tuple[tuple[str, str] | None, EntryRow]:
+    """On the signature pool: (code, reason) when the body is not valid for its kind (it will be
+    quarantined), and the entry's store row."""
+    row = EntryRow(entry.seq, entry.hash, entry.kind, entry.time, _dossier_of(entry), entry.raw)
     try:
         validate_body(entry.kind, entry.body)
     except BodyInvalid as exc:
-        return exc.code, exc.reason
-    return None
+        return (exc.code, exc.reason), row
+    return None, row
 
 
 def _parse_all(lines: list[bytes]) -> list[Entry]:

@@ -1,6 +1,7 @@
-"""The receive pipeline (chunks verified on the signature pool while the next chunk is parsed) names the
-same first failure as a sequential verifier, wherever it falls; the dossier projector folds in batches
-exactly as one dossier at a time, and defers to pushes only for a bounded time."""
+"""The receive pipeline (chunks parsed and signature-checked on the signature pool, links checked in
+order) names the same first failure as a sequential verifier, wherever it falls; the next push of a log
+is verified while the one before is committed, and committed after it; the dossier projector folds in
+batches exactly as one dossier at a time, and defers to pushes only for a bounded time."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from central.errors import (
@@ -91,6 +91,17 @@ class TokenBucket:
         return (amount - level) / self.rate
 
 
+@dataclass(eq=False)
+class _Tail:
+    """A verified batch on its way into the store: where it ends, and whether its commit has ended."""
+
+    seq: int
+    hash: str
+    time: tuple[int, int]
+    done: asyncio.Future[None]
+    ok: bool = False
+
+
 @dataclass
 class Receiver:
     store: SqliteStore
@@ -107,7 +118,8 @@ class Receiver:
     _locks: dict[tuple[str, int], asyncio.Lock] = field(default_factory=dict)
     active: int = 0  # pushes being handled now (background work defers to them)
     last_push: float = 0.0  # time.monotonic() when the last push ended
-    chunk: int = 128  # lines per chain-verification task on the signature pool
+    chunk: int = 32  # lines per parse-and-signature task on the signature pool
+    _tails: dict[tuple[str, int], _Tail] = field(default_factory=dict)  # batch being committed, per log
 
     async def push(self, node: NodeInfo, log: str, epoch: int, body: bytes) -> PushResult:
         self.active += 1
@@ -144,82 +156,106 @@ class Receiver:
                 first = Entry.parse(lines[0]).seq
             except ProtocolError as exc:
                 raise _at(exc, 0) from None
-            head = await self.store.head(log, epoch)
-            held = head.seq if head is not None else 0
-            if first > held + 1:
-                raise Conflict(
-                    "seq_gap",
-                    f"the hub holds {log}/{epoch} up to {held}; resend from {held + 1}",
-                    head=_log_head(log, epoch, head),
-                    index=0,
+            before = self._tails.get((log, epoch))
+            if before is not None and first == before.seq + 1 and not before.done.done():
+                # The exact continuation of a batch still being committed: verify it against that batch's
+                # last entry now, commit it after that batch (below, outside the lock).
+                state = ChainState(log, epoch, key, before.seq, before.hash, before.time)
+                held, duplicates = before.seq, 0
+                new, rows, bad_bodies = await loop.run_in_executor(
+                    self.driver_pool, self._verify, state, lines, 0, None
                 )
-            overlap = min(len(lines), held - first + 1)
-            if overlap:
-                known = await loop.run_in_executor(self.driver_pool, _parse_all, lines[:overlap])
-                duplicates = await self._overlap(node, key, log, epoch, known, head)
             else:
-                duplicates = 0
-            if overlap == len(lines):
-                assert head is not None
-                receipt = await self.store.receipt(log, epoch, head.seq)
-                if receipt is None:  # every commit stores one; sign again only if the row is missing
-                    receipt = sign_receipt(self.hub_key, Head(log, epoch, head.seq, head.hash), self.clock())
-                self.metrics.duplicates.labels(log).inc(duplicates)
-                return PushResult(0, duplicates, (), receipt)
-            state = (
-                ChainState.start(log, epoch, key)
-                if head is None
-                else ChainState(log, epoch, key, head.seq, head.hash, head.time)
-            )
-            previous = await self.registry.genesis_previous(log, epoch) if held == 0 else None
-            new, bad_bodies = await loop.run_in_executor(
-                self.driver_pool, self._verify, state, lines[overlap:], overlap, previous
-            )
-            return await self._commit(log, epoch, held, new, bad_bodies, duplicates)
+                if before is not None:  # anything else starts from what is stored
+                    await asyncio.shield(before.done)
+                    before = None
+                head = await self.store.head(log, epoch)
+                held = head.seq if head is not None else 0
+                if first > held + 1:
+                    raise Conflict(
+                        "seq_gap",
+                        f"the hub holds {log}/{epoch} up to {held}; resend from {held + 1}",
+                        head=_log_head(log, epoch, head),
+                        index=0,
+                    )
+                overlap = min(len(lines), held - first + 1)
+                if overlap:
+                    known = await loop.run_in_executor(self.driver_pool, _parse_all, lines[:overlap])
+                    duplicates = await self._overlap(node, key, log, epoch, known, head)
+                else:
+                    duplicates = 0
+                if overlap == len(lines):
+                    assert head is not None
+                    receipt = await self.store.receipt(log, epoch, head.seq)
+                    if receipt is None:  # every commit stores one; sign again only if the row is missing
+                        receipt = sign_receipt(
+                            self.hub_key, Head(log, epoch, head.seq, head.hash), self.clock()
+                        )
+                    self.metrics.duplicates.labels(log).inc(duplicates)
+                    return PushResult(0, duplicates, (), receipt)
+                state = (
+                    ChainState.start(log, epoch, key)
+                    if head is None
+                    else ChainState(log, epoch, key, head.seq, head.hash, head.time)
+                )
+                previous = await self.registry.genesis_previous(log, epoch) if held == 0 else None
+                new, rows, bad_bodies = await loop.run_in_executor(
+                    self.driver_pool, self._verify, state, lines[overlap:], overlap, previous
+                )
+            last = new[-1]
+            mine = _Tail(last.seq, last.hash, last.time, loop.create_future())
+            self._tails[(log, epoch)] = mine
+        # Outside the lock: the next batch of this log may be verified while this one is committed.
+        # Commits stay in order (each waits for the one it continues) and every answer still comes
+        # after its own durable commit.
+        try:
+            if before is not None:
+                await asyncio.shield(before.done)
+                if not before.ok:
+                    head = await self.store.head(log, epoch)
+                    stored = head.seq if head is not None else 0
+                    raise Conflict(
+                        "seq_gap",
+                        f"the batch before this one was not stored: the hub holds {log}/{epoch} up to "
+                        f"{stored}; resend from {stored + 1}",
+                        head=_log_head(log, epoch, head),
+                        index=0,
+                    )
+            result = await self._commit(log, epoch, held, new, rows, bad_bodies, duplicates)
+            mine.ok = True
+            return result
+        finally:
+            mine.done.set_result(None)
+            if self._tails.get((log, epoch)) is mine:
+                del self._tails[(log, epoch)]
 
     def _verify(
         self, state: ChainState, lines: list[bytes], offset: int, previous: Head | None
-    ) -> tuple[list[Entry], dict[int, tuple[str, str]]]:
+    ) -> tuple[list[Entry], list[EntryRow], dict[int, tuple[str, str]]]:
         """Parse, chain-verify and body-validate the new entries (in the driver thread).
 
-        The run is cut into chunks of ``chunk`` lines: this thread parses and validates the bodies of one
-        chunk, hands its chain verification (links and Ed25519 signatures, which release the GIL) to the
-        signature pool, and goes on with the next chunk meanwhile. Chunk ``i + 1`` starts from the state
-        its parsed predecessor would reach; the chunks' results are taken in order, so the error raised
-        is the one a sequential verifier would name first (the first failing entry, its first check).
+        The run is cut into chunks of ``chunk`` lines; each task on the signature pool parses its chunk,
+        checks each entry's signature (Ed25519 releases the GIL, so the pool's threads overlap one's
+        parsing with another's signature), validates each body and builds its store row (small pieces
+        of GIL-holding work between signatures, rather than one long run on the event loop); this thread
+        checks the links in order as the chunks come back (``verify_chain`` with an executor). The error
+        raised is the one a sequential verifier would name first (the first failing entry, its first check).
         """
         new: list[Entry] = []
-        bad: dict[int, tuple[str, str]] = {}
-        futures: list[tuple[int, Future[ChainState]]] = []
-        parse_failure: tuple[int, ProtocolError] | None = None
-        start = state
-        for at in range(0, len(lines), self.chunk):
-            entries: list[Entry] = []
-            for index, line in enumerate(lines[at : at + self.chunk], start=at):
-                try:
-                    entries.append(Entry.parse(line))
-                except ProtocolError as exc:
-                    parse_failure = (index, exc)
-                    break
-            if entries:
-                futures.append((at, self.signature_pool.submit(verify_chain, start, entries)))
-                last = entries[-1]
-                start = ChainState(state.log, state.epoch, state.key, last.seq, last.hash, last.time)
-                new.extend(entries)
-                for entry in entries:
-                    try:
-                        validate_body(entry.kind, entry.body)
-                    except BodyInvalid as exc:
-                        bad[entry.seq] = (exc.code, exc.reason)
-            if parse_failure is not None:
-                break
-        for at, future in futures:
-            try:
-                future.result()
-            except ProtocolError as exc:
-                raise _at(exc, offset + at + getattr(exc, "index", 0)) from None
-        if parse_failure is not None:
-            raise _at(parse_failure[1], offset + parse_failure[0])
+        inspected: list[tuple[tuple[str, str] | None, EntryRow]] = []
+        try:
+            verify_chain(
+                state,
+                lines,
+                executor=self.signature_pool,
+                batch=self.chunk,
+                parsed=new,
+                inspect=_inspect,
+                inspected=inspected,
+            )
+        except ProtocolError as exc:
+            raise _at(exc, offset + getattr(exc, "index", 0)) from None
+        bad = {row.seq: problem for problem, row in inspected if problem is not None}
         if new[0].seq == 1 and new[0].epoch >= 2:
             named = new[0].body["previous"]
             want = (
@@ -229,7 +265,7 @@ class Receiver:
             )
             if named != want:
                 raise _at(BadGenesis(f"genesis must name the sealed head {want}, not {named}"), offset)
-        return new, bad
+        return new, [row for _, row in inspected], bad
 
     async def _overlap(
         self, node: NodeInfo, key: PublicKey, log: str, epoch: int, entries: list[Entry], head: HeadRow | None
@@ -285,6 +321,7 @@ class Receiver:
         epoch: int,
         held: int,
         new: list[Entry],
+        rows: list[EntryRow],
         bad: dict[int, tuple[str, str]],
         duplicates: int,
     ) -> PushResult:
@@ -295,7 +332,7 @@ class Receiver:
             log=log,
             epoch=epoch,
             base_seq=held,
-            rows=[EntryRow(e.seq, e.hash, e.kind, e.time, _dossier_of(e), e.raw) for e in new],
+            rows=rows,
             received_ms=now,
             receipt=receipt,
             quarantine=[
@@ -315,6 +352,17 @@ class Receiver:
         for listener in self.committed:
             listener(log, epoch, new)
         return PushResult(len(new), duplicates, tuple(sorted(bad)), receipt)
+
+
+def _inspect(entry: Entry) -> tuple[tuple[str, str] | None, EntryRow]:
+    """On the signature pool: (code, reason) when the body is not valid for its kind (it will be
+    quarantined), and the entry's store row."""
+    row = EntryRow(entry.seq, entry.hash, entry.kind, entry.time, _dossier_of(entry), entry.raw)
+    try:
+        validate_body(entry.kind, entry.body)
+    except BodyInvalid as exc:
+        return (exc.code, exc.reason), row
+    return None, row
 
 
 def _parse_all(lines: list[bytes]) -> list[Entry]:

@@ -9,10 +9,11 @@ well-formed ``log.genesis`` naming that same key. Body validation per kind is a 
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Iterable
-from concurrent.futures import Executor, Future
+import binascii
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from protocol.entry import GENESIS_KIND, HASH_RE, VERSION, Entry
 from protocol.errors import (
@@ -31,6 +32,8 @@ from protocol.keys import PublicKey
 from protocol.position import Head
 
 __all__ = ["ChainState", "check_genesis", "verify_chain", "verify_next"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +88,7 @@ def check_genesis(entry: Entry, key: PublicKey) -> None:
         raise BadGenesis("previous.head must be the hex hash of entry previous.seq (null when seq is 0)")
 
 
-def _check_links(state: ChainState, entry: Entry) -> None:
+def _check_links(state: ChainState | _Cursor, entry: Entry) -> None:
     """Every check that precedes the signature: version, log, epoch, seq, prev, time."""
     if entry.v != VERSION:
         raise BadVersion(f"version {entry.v} is not {VERSION}")
@@ -108,7 +111,7 @@ def _check_signature(key: PublicKey, entry: Entry) -> None:
     # Entry.parse already checked 86 base64url characters; only canonical trailing bits remain.
     if entry.sig[-1] not in _SIG_LAST:
         raise BadSignature("sig: non-canonical base64url (trailing bits set)")
-    signature = base64.urlsafe_b64decode(entry.sig + "==")
+    signature = binascii.a2b_base64(entry.sig.replace("-", "+").replace("_", "/") + "==")
     if not key.verify(signature, entry.signable()):
         raise BadSignature(f"signature of {entry.position} does not verify with the registered key")
 
@@ -129,7 +132,7 @@ def verify_next(state: ChainState, entry: Entry) -> ChainState:
     return replace(state, seq=entry.seq, head=entry.hash, time=entry.time)
 
 
-def _fail(exc: ProtocolError, index: int, state: ChainState) -> ProtocolError:
+def _fail(exc: ProtocolError, index: int, state: ChainState | _Cursor) -> ProtocolError:
     exc.index = index  # type: ignore[attr-defined]
     exc.state = state.materialize() if isinstance(state, _Cursor) else state  # type: ignore[attr-defined]
     return exc
@@ -142,25 +145,39 @@ def verify_chain(
     executor: Executor | None = None,
     batch: int = 64,
     parsed: list[Entry] | None = None,
+    inspect: Callable[[Entry], T] | None = None,
+    inspected: list[T] | None = None,
 ) -> ChainState:
     """Verify a run of entries (raw canonical bytes or parsed) continuing ``state``.
 
     Returns the state after the last entry. On failure raises the precise ProtocolError with
     ``index`` (0-based offset in ``entries``) and ``state`` (the last good state) attached.
 
-    With an ``executor`` (threads: Ed25519 verification releases the GIL), signatures are checked in
-    batches of ``batch`` concurrently with decoding and link checks. The result and the error reported
-    are exactly those of the sequential order: the first failing entry, and for it the first failing check.
+    With an ``executor`` (threads: Ed25519 verification releases the GIL), the run is cut into chunks of
+    ``batch`` entries; each task parses its chunk and checks the signatures entry by entry, while the
+    calling thread checks links and kinds in order as the chunks come back. The result and the error
+    reported are exactly those of the sequential order: the first failing entry, and for it the first
+    failing check.
 
     ``parsed``, an empty list if given, receives the parsed entries (a caller of raw bytes parses once).
+    ``inspect``, if given, is called on every entry (on the executor's threads when there is one) and
+    its results go to ``inspected`` in entry order: pure per-entry work that should share the cores.
     """
+    if inspected is not None and inspect is None:
+        raise ValueError("inspected needs inspect")
     if executor is None:
-        return _verify_sequential(state, entries, parsed)
-    return _verify_parallel(state, list(entries), executor, batch, [] if parsed is None else parsed)
+        return _verify_sequential(state, entries, parsed, inspect, inspected)
+    return _verify_parallel(
+        state, list(entries), executor, batch, [] if parsed is None else parsed, inspect, inspected
+    )
 
 
 def _verify_sequential(
-    state: ChainState, entries: Iterable[bytes | Entry], parsed: list[Entry] | None
+    state: ChainState,
+    entries: Iterable[bytes | Entry],
+    parsed: list[Entry] | None,
+    inspect: Callable[[Entry], T] | None = None,
+    inspected: list[T] | None = None,
 ) -> ChainState:
     key = state.key
     last: Entry | None = None
@@ -176,6 +193,10 @@ def _verify_sequential(
         last = entry
         if parsed is not None:
             parsed.append(entry)
+        if inspect is not None:
+            result = inspect(entry)
+            if inspected is not None:
+                inspected.append(result)
         # Cheap stand-in state for the next link check; the real ChainState is built once at the end.
         current = _Cursor(current, entry)  # type: ignore[assignment]
     if last is None:
@@ -204,56 +225,81 @@ class _Cursor:
         return replace(self._base, seq=self.seq, head=self.head, time=self.time)
 
 
-def _first_bad_signature(key: PublicKey, run: list[Entry], offset: int) -> tuple[int, ProtocolError] | None:
-    for i, entry in enumerate(run):
-        try:
-            _check_signature(key, entry)
-        except ProtocolError as exc:
-            return offset + i, exc
-    return None
+_PARSE, _SIGNATURE = 0, 2  # the phases a worker checks (links = 1 and kind = 3 stay with the caller)
 
 
-def _verify_parallel(
-    state: ChainState, items: list[bytes | Entry], executor: Executor, batch: int, parsed: list[Entry]
-) -> ChainState:
-    states: list[ChainState] = []  # states[i] = state before entry i
-    futures: list[Future[tuple[int, ProtocolError] | None]] = []
-    link_failure: tuple[int, ProtocolError] | None = None
-    kind_failure: tuple[int, ProtocolError] | None = None
-    current = state
+def _parse_and_sign(
+    key: PublicKey, items: list[bytes | Entry], inspect: Callable[[Entry], T] | None
+) -> tuple[list[Entry], list[T], tuple[int, int, ProtocolError] | None]:
+    """A worker's share: parse each item and check its signature, one entry after the other.
+
+    Parsing (holds the GIL) and Ed25519 (releases it) alternate entry by entry, so two workers overlap
+    one's parse with the other's signature. Stops at the first parse or signature failure and returns
+    it as (index in ``items``, phase, error); the entries returned include the one whose signature
+    failed (its link checks come first in the sequential order). ``inspect``, if given, runs on each
+    entry whose signature verified.
+    """
+    entries: list[Entry] = []
+    inspected: list[T] = []
     for index, item in enumerate(items):
         try:
             entry = Entry.parse(item) if isinstance(item, bytes) else item
-            _check_links(current, entry)
         except ProtocolError as exc:
-            link_failure = (index, exc)
-            break
-        if kind_failure is None:
-            try:
-                _check_kind(current.key, entry)
-            except ProtocolError as exc:
-                kind_failure = (index, exc)
-        states.append(current)
-        parsed.append(entry)
-        current = replace(current, seq=entry.seq, head=entry.hash, time=entry.time)
-        if len(parsed) % batch == 0:
-            start = len(parsed) - batch
-            futures.append(executor.submit(_first_bad_signature, state.key, parsed[start:], start))
-    tail = len(parsed) - len(parsed) % batch
-    if tail < len(parsed):
-        futures.append(executor.submit(_first_bad_signature, state.key, parsed[tail:], tail))
-    signature_failure: tuple[int, ProtocolError] | None = None
-    for future in futures:
-        found = future.result()
-        if found is not None and signature_failure is None:
-            signature_failure = found
-    # The sequential order: for one entry links, then signature, then kind; across entries, the first.
-    candidates = [
-        (found[0], phase, found[1])
-        for phase, found in enumerate((link_failure, signature_failure, kind_failure))
-        if found is not None
+            return entries, inspected, (index, _PARSE, exc)
+        entries.append(entry)
+        try:
+            _check_signature(key, entry)
+        except ProtocolError as exc:
+            return entries, inspected, (index, _SIGNATURE, exc)
+        if inspect is not None:
+            inspected.append(inspect(entry))
+    return entries, inspected, None
+
+
+def _verify_parallel(
+    state: ChainState,
+    items: list[bytes | Entry],
+    executor: Executor,
+    batch: int,
+    parsed: list[Entry],
+    inspect: Callable[[Entry], T] | None = None,
+    inspected: list[T] | None = None,
+) -> ChainState:
+    """Workers parse and check signatures chunk by chunk; this thread checks links and kinds in order.
+
+    The first failure is the sequential verifier's: entries are taken in order, and for each one its
+    parse, links, signature and kind are looked at in that order.
+    """
+    key = state.key
+    futures = [
+        executor.submit(_parse_and_sign, key, items[at : at + batch], inspect)
+        for at in range(0, len(items), batch)
     ]
-    if candidates:
-        index, _, error = min(candidates, key=lambda c: (c[0], c[1]))
-        raise _fail(error, index, states[index] if index < len(states) else current)
+    current: ChainState | _Cursor = state
+    index = 0
+    try:
+        for future in futures:
+            entries, results, failure = future.result()
+            bad = len(entries) if failure is None else failure[0]
+            for offset, entry in enumerate(entries):
+                try:
+                    _check_links(current, entry)
+                    if offset == bad:  # its signature failed
+                        assert failure is not None
+                        raise failure[2]
+                    _check_kind(key, entry)
+                except ProtocolError as exc:
+                    raise _fail(exc, index, current) from None
+                parsed.append(entry)
+                current = _Cursor(current, entry)
+                index += 1
+            if inspected is not None:
+                inspected.extend(results)
+            if failure is not None:  # a parse failure: every entry before it passed
+                raise _fail(failure[2], index, current)
+    finally:
+        for future in futures:
+            future.cancel()
+    if isinstance(current, _Cursor):
+        return current.materialize()
     return current

@@ -20,6 +20,8 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
+
 from protocol.errors import (
     DecodeError,
     DuplicateKey,
@@ -165,37 +167,24 @@ _decoder = json.JSONDecoder(
 )
 
 
-_fast_decoder = json.JSONDecoder(parse_float=_parse_float, parse_constant=_parse_constant)
-# Every digit becomes "9", everything else a space: a run of 16 nines marks a number that may be
-# outside ±(2**53-1) (or a long digit string inside a text); such input takes the strict path.
-_DIGIT_RUNS = bytes(0x39 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+def _float_hook(text: str) -> float:
+    raise ValueError("float")
+
+
+# The fast path: msgspec's C decoder and encoder (UTF-8 validated by the decoder, floats refused by
+# the hook, keys sorted by code point, the same escapes as ``_dumps``: ``\" \\ \b \t \n \f \r`` and
+# ``\u00xx`` lower-case for the other control characters, everything else literal).
+_fast_decode = msgspec.json.Decoder(float_hook=_float_hook).decode
+_fast_encode = msgspec.json.Encoder(order="sorted").encode
+# One pass over the bytes: every digit becomes "9", the lead bytes of characters above U+FFFF (F0..F4)
+# "!", "[" and "{" become "[", everything else a space. A run of 16 nines marks a number that may be
+# outside ±(2**53-1) (or a long digit string inside a text): such input takes the strict path, and so
+# does any character above U+FFFF (UTF-16 key order) or nesting that may be deeper than MAX_DEPTH.
+_SCAN = bytes(
+    0x39 if 0x30 <= b <= 0x39 else 0x21 if 0xF0 <= b <= 0xF4 else 0x5B if b in b"[{" else 0x20
+    for b in range(256)
+)
 _SIXTEEN_DIGITS = b"9" * 16
-# One C encoder, built once (JSONEncoder.encode builds a new one per call); no cycle markers: decoded
-# JSON cannot hold cycles. Same output as ``_dumps`` (sorted keys, compact, UTF-8 text, no NaN).
-_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-if _c_make_encoder is not None:
-    _c_encoder = _c_make_encoder(
-        None,
-        None,
-        json.encoder.c_encode_basestring,  # type: ignore[attr-defined]
-        None,
-        ":",
-        ",",
-        True,
-        False,
-        False,
-    )
-
-    def _reencode(value: object) -> str:
-        return "".join(_c_encoder(value, 0))
-
-else:  # an interpreter without the C accelerator
-
-    def _reencode(value: object) -> str:
-        return _dumps(value)
-
-
-_ASTRAL_LEAD_BYTES = (b"\xf0", b"\xf1", b"\xf2", b"\xf3", b"\xf4")
 
 
 def _depth_ok(value: object, depth: int = 0) -> bool:
@@ -211,29 +200,30 @@ def _depth_ok(value: object, depth: int = 0) -> bool:
 def _decode_fast(data: bytes) -> JSONValue | None:
     """Accept ``data`` cheaply when it is certainly canonical; None means "let the strict path decide".
 
-    Sound because: the text is valid UTF-8 without surrogates; if it is NFC as a whole, every string in
-    it is (strings are delimited by ASCII quotes, which compose with nothing); no run of 16 digits means
-    every integer is within ±(2**53-1); floats and NaN raise in the parser hooks; without
-    characters above U+FFFF, code-point key order equals UTF-16 order; and duplicate keys or any other
-    deviation make the re-encoding differ from the input.
+    Sound because: the text is valid UTF-8 without surrogates (msgspec refuses anything else, and an
+    escaped lone surrogate); if it is NFC as a whole, every string in it is (strings are delimited by
+    ASCII quotes, which compose with nothing); no run of 16 digits means every integer is within
+    ±(2**53-1); floats raise in the hook and NaN is not JSON; without characters above U+FFFF,
+    code-point key order equals UTF-16 order; msgspec's encoding of a value without floats, big integers
+    or astral characters is ``_dumps``'s, so duplicate keys, whitespace, other escapes, ``-0`` or any other
+    deviation make the re-encoding differ from the input. tests/protocol/test_encoding.py checks this
+    path against the strict one on mutated inputs.
     """
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
+    scan = data.translate(_SCAN)
+    if b"!" in scan or _SIXTEEN_DIGITS in scan:
         return None
-    if not text.isascii() and (
-        any(lead in data for lead in _ASTRAL_LEAD_BYTES) or not unicodedata.is_normalized("NFC", text)
-    ):
-        return None
-    if _SIXTEEN_DIGITS in data.translate(_DIGIT_RUNS):
-        return None
-    try:
-        value = _fast_decoder.decode(text)
-        if (text.count("[") + text.count("{") > MAX_DEPTH and not _depth_ok(value)) or (
-            _reencode(value).encode("utf-8") != data
-        ):
+    if not data.isascii():
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
             return None
-    except (ValueError, RecursionError, UnicodeEncodeError, DecodeError):
+        if not unicodedata.is_normalized("NFC", text):
+            return None
+    try:
+        value = _fast_decode(data)
+        if _fast_encode(value) != data or (scan.count(b"[") > MAX_DEPTH and not _depth_ok(value)):
+            return None
+    except (ValueError, RecursionError, UnicodeError, msgspec.MsgspecError):
         return None
     return value
 

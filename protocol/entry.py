@@ -82,7 +82,7 @@ class Entry:
         prev, time, kind, body, sig = value["prev"], value["time"], value["kind"], value["body"], value["sig"]
         if type(v) is not int:
             raise BadShape("v must be an integer")
-        if type(log) is not str or not LOG_RE.fullmatch(log):
+        if type(log) is not str or (log not in _GOOD_LOGS and not _remember(_GOOD_LOGS, LOG_RE, log)):
             raise BadShape("log must be a log id such as CN01, hub or hub.CN01")
         if type(epoch) is not int or epoch < 1:
             raise BadShape("epoch must be an integer >= 1")
@@ -99,24 +99,26 @@ class Entry:
             or time[1] < 0
         ):
             raise BadShape("time must be [milliseconds, counter], both non-negative integers")
-        if type(kind) is not str or not KIND_RE.fullmatch(kind) or len(kind) > 64:
+        if type(kind) is not str or (
+            kind not in _GOOD_KINDS and (len(kind) > 64 or not _remember(_GOOD_KINDS, KIND_RE, kind))
+        ):
             raise BadShape("kind must look like dossier.received")
         if type(body) is not dict:
             raise BadShape("body must be an object")
         if type(sig) is not str or not _SIG_RE.fullmatch(sig):
             raise BadShape("sig must be 64 bytes of unpadded base64url")
-        return cls(
-            v=v,
-            log=log,
-            epoch=epoch,
-            seq=seq,
-            prev=prev,
-            time=(time[0], time[1]),
-            kind=kind,
-            body=body,
-            sig=sig,
-            raw=raw,
-            hash=hashlib.sha256(raw).hexdigest(),
+        return _build(
+            v,
+            log,
+            epoch,
+            seq,
+            prev,
+            (time[0], time[1]),
+            kind,
+            body,
+            sig,
+            raw,
+            hashlib.sha256(raw).hexdigest(),
         )
 
     @property
@@ -152,6 +154,66 @@ class Entry:
 
     def __str__(self) -> str:
         return f"{self.position} {self.kind} {self.hash[:12]}"
+
+
+# Fast construction for Entry.from_value: the slots' own setters (the frozen dataclass's __init__ goes
+# through object.__setattr__ per field, about twice the cost). Same object, same equality.
+_set_v = Entry.__dict__["v"].__set__
+_set_log = Entry.__dict__["log"].__set__
+_set_epoch = Entry.__dict__["epoch"].__set__
+_set_seq = Entry.__dict__["seq"].__set__
+_set_prev = Entry.__dict__["prev"].__set__
+_set_time = Entry.__dict__["time"].__set__
+_set_kind = Entry.__dict__["kind"].__set__
+_set_body = Entry.__dict__["body"].__set__
+_set_sig = Entry.__dict__["sig"].__set__
+_set_raw = Entry.__dict__["raw"].__set__
+_set_hash = Entry.__dict__["hash"].__set__
+_new_entry = object.__new__
+
+
+def _build(
+    v: int,
+    log: str,
+    epoch: int,
+    seq: int,
+    prev: str | None,
+    time: tuple[int, int],
+    kind: str,
+    body: dict[str, Any],
+    sig: str,
+    raw: bytes,
+    hash: str,
+) -> Entry:
+    entry: Entry = _new_entry(Entry)
+    _set_v(entry, v)
+    _set_log(entry, log)
+    _set_epoch(entry, epoch)
+    _set_seq(entry, seq)
+    _set_prev(entry, prev)
+    _set_time(entry, time)
+    _set_kind(entry, kind)
+    _set_body(entry, body)
+    _set_sig(entry, sig)
+    _set_raw(entry, raw)
+    _set_hash(entry, hash)
+    return entry
+
+
+# Log ids and kinds already matched by their pattern (there are few of them): a set lookup instead of
+# the regular expression per entry. Bounded: cleared when it grows past _REMEMBER_MAX.
+_GOOD_LOGS: set[str] = set()
+_GOOD_KINDS: set[str] = set()
+_REMEMBER_MAX = 4096
+
+
+def _remember(good: set[str], pattern: re.Pattern[str], text: str) -> bool:
+    if not pattern.fullmatch(text):
+        return False
+    if len(good) >= _REMEMBER_MAX:
+        good.clear()
+    good.add(text)
+    return True
 
 
 def signable_bytes(fields: Mapping[str, Any]) -> bytes:

@@ -1,6 +1,7 @@
-"""The receive pipeline (chunks verified on the signature pool while the next chunk is parsed) names the
-same first failure as a sequential verifier, wherever it falls; the dossier projector folds in batches
-exactly as one dossier at a time, and defers to pushes only for a bounded time."""
+"""The receive pipeline (chunks parsed and signature-checked on the signature pool, links checked in
+order) names the same first failure as a sequential verifier, wherever it falls; the next push of a log
+is verified while the one before is committed, and committed after it; the dossier projector folds in
+batches exactly as one dossier at a time, and defers to pushes only for a bounded time."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from central.dossiers import DOSSIERS, Dossiers
-from protocol import private_key_from_seed, sign_entry
+from protocol import PushResult, private_key_from_seed, sign_entry
 from tests.central.helpers import SimNode, dump_db, hub_of
 from tests.protocol.helpers import received
 
@@ -160,3 +161,113 @@ async def test_the_receiver_reports_pushes_coming_in(client: TestClient) -> None
     assert receiver.active == 0
     assert (await sim.push())[0] == 200
     assert receiver.active == 0 and receiver.busy(quiet_s=60) and not receiver.busy(quiet_s=0)
+
+
+async def _held_commit(client: TestClient) -> tuple[asyncio.Event, asyncio.Event, list[str]]:
+    """Make the hub's next store commit wait for ``release`` (``started`` set when it is waiting)."""
+    store = hub_of(client).store
+    real = store.commit
+    started, release = asyncio.Event(), asyncio.Event()
+    calls: list[str] = []
+
+    async def commit(*batches):  # type: ignore[no-untyped-def]
+        calls.append(f"{batches[0].rows[0].seq}-{batches[0].rows[-1].seq}")
+        if len(calls) == 1:
+            started.set()
+            await release.wait()
+        await real(*batches)
+
+    store.commit = commit  # type: ignore[method-assign]
+    return started, release, calls
+
+
+async def test_the_next_batch_is_verified_while_the_one_before_is_committed(
+    client: TestClient, hub_dir: Path
+) -> None:
+    """Two pushes in flight (as the node sends them): the second is verified while the first one's
+    commit is still running, is committed after it, and neither is answered before its own commit."""
+    sim = await chunked(client)
+    sim.notes(9)  # 10 entries
+    first, second = sim.entries[:5], sim.entries[5:]
+    started, release, calls = await _held_commit(client)
+    one = asyncio.create_task(sim.push(first))
+    await asyncio.wait_for(started.wait(), 10)
+    two = asyncio.create_task(sim.push(second))
+    receiver = hub_of(client).receiver
+    for _ in range(500):  # the second push is verified and waits for the first commit
+        if receiver._tails.get(("CN01", 1)) is not None and receiver._tails[("CN01", 1)].seq == 10:
+            break
+        await asyncio.sleep(0.01)
+    assert receiver._tails[("CN01", 1)].seq == 10
+    assert not one.done() and not two.done() and calls == ["1-5"]
+    assert await hub_of(client).store.head("CN01", 1) is None  # nothing stored or answered yet
+    release.set()
+    (s1, b1), (s2, b2) = await asyncio.wait_for(asyncio.gather(one, two), 10)
+    assert (s1, b1["accepted"], s2, b2["accepted"]) == (200, 5, 200, 5), (b1, b2)
+    assert calls == ["1-5", "6-10"]
+    receipt = PushResult.from_wire(b2).receipt
+    assert receipt is not None and (receipt.seq, receipt.head) == (10, sim.entries[-1].hash)
+    receipt.verify(hub_of(client).public_key)
+    assert await hub_of(client).store.entries("CN01", 1, 0, 100) == [e.raw for e in sim.entries]
+    assert receiver._tails == {}
+
+
+async def test_a_batch_whose_predecessor_fails_to_commit_is_refused_with_the_stored_head(
+    client: TestClient, hub_dir: Path
+) -> None:
+    """The first commit fails (disk full): the batch verified on top of it is refused with seq_gap naming
+    what is stored, nothing of either is stored, and resending from the hub's head works."""
+    sim = await chunked(client)
+    sim.notes(9)
+    status, _ = await sim.push(sim.entries[:2])
+    assert status == 200
+    store = hub_of(client).store
+    real = store.commit
+    started, release = asyncio.Event(), asyncio.Event()
+    calls: list[str] = []
+
+    async def failing(*batches):  # type: ignore[no-untyped-def]
+        calls.append(f"{batches[0].rows[0].seq}-{batches[0].rows[-1].seq}")
+        if len(calls) == 1:
+            started.set()
+            await release.wait()
+            raise OSError(28, "No space left on device")
+        await real(*batches)
+
+    store.commit = failing  # type: ignore[method-assign]
+    before = dump_db(hub_dir / "hub.sqlite3")
+    one = asyncio.create_task(sim.push(sim.entries[2:6]))
+    await asyncio.wait_for(started.wait(), 10)
+    two = asyncio.create_task(sim.push(sim.entries[6:]))
+    receiver = hub_of(client).receiver
+    for _ in range(500):
+        if receiver._tails.get(("CN01", 1)) is not None and receiver._tails[("CN01", 1)].seq == 10:
+            break
+        await asyncio.sleep(0.01)
+    release.set()
+    (s1, b1), (s2, b2) = await asyncio.wait_for(asyncio.gather(one, two), 10)
+    assert (s1, b1["error"]) == (507, "disk_full"), b1
+    assert (s2, b2["error"], b2["head"]["seq"]) == (409, "seq_gap", 2), b2
+    assert calls == ["3-6"]  # the second batch never reached the store
+    assert dump_db(hub_dir / "hub.sqlite3") == before
+    status, body = await sim.push(sim.entries[2:])
+    assert (status, body["accepted"]) == (200, 8), body
+
+
+async def test_a_bad_continuation_is_refused_and_the_batch_before_it_is_stored(
+    client: TestClient, hub_dir: Path
+) -> None:
+    sim = await chunked(client)
+    sim.notes(9)
+    started, release, calls = await _held_commit(client)
+    one = asyncio.create_task(sim.push(sim.entries[:5]))
+    await asyncio.wait_for(started.wait(), 10)
+    lines = [e.raw for e in sim.entries[5:]]
+    lines[3] = tamper_sig(lines[3])
+    two = asyncio.create_task(sim.push(raw=b"".join(line + b"\n" for line in lines)))
+    (s2, b2) = await asyncio.wait_for(two, 10)
+    assert (s2, b2["error"], b2["index"]) == (422, "bad_signature", 3), b2
+    release.set()
+    s1, b1 = await asyncio.wait_for(one, 10)
+    assert (s1, b1["accepted"]) == (200, 5)
+    assert await hub_of(client).store.entries("CN01", 1, 0, 100) == [e.raw for e in sim.entries[:5]]

@@ -237,3 +237,85 @@ def test_dossier_bodies_are_validated_after_the_chain() -> None:
     with pytest.raises(BodyInvalid) as info:
         validate_body("dossier.received", {"dossier": "not a code"})
     assert info.value.code == "body_invalid"
+
+
+def _signed(key, prev: Entry, *, seq: int, kind: str = "dossier.note", time_ms: int | None = None) -> Entry:  # type: ignore[no-untyped-def]
+    return sign_entry(
+        key,
+        log=prev.log,
+        epoch=prev.epoch,
+        seq=seq,
+        prev=prev.hash,
+        time=(prev.time[0] + 10 if time_ms is None else time_ms, 0),
+        kind=kind,
+        body={"text": "x"} if kind != "log.genesis" else genesis_body(prev.log, 1, public_key_text(key)),
+    )
+
+
+LONG = make_chain(12)
+FAULTS = ["sig", "garbage", "foreign", "genesis_again", "time_back", "gap"]
+
+
+def _with_fault(items: list[bytes], at: int, fault: str) -> None:
+    key = make_key()
+    before = LONG[at - 1] if at > 0 else None
+    if fault == "sig":
+        items[at] = _tamper_sig(items[at])
+    elif fault == "garbage":
+        items[at] = items[at][:-1] + b" "
+    elif fault == "foreign":
+        items[at] = make_chain(12, key=make_key(9))[at].raw
+    elif fault == "genesis_again" and before is not None:
+        items[at] = _signed(key, before, seq=at + 1, kind="log.genesis").raw
+    elif fault == "time_back" and before is not None:
+        items[at] = _signed(key, before, seq=at + 1, time_ms=before.time[0] - 1).raw
+    elif fault == "gap" and before is not None:
+        items[at] = _signed(key, before, seq=at + 2).raw
+
+
+def _tamper_sig(raw: bytes) -> bytes:
+    out = bytearray(raw)
+    at = out.index(b'"sig":"') + 10
+    out[at] = ord("B") if out[at] == ord("A") else ord("A")
+    return bytes(out)
+
+
+def _full_outcome(items: list[bytes], executor=None, batch: int = 3):  # type: ignore[no-untyped-def]
+    parsed: list[Entry] = []
+    seen: list[int] = []
+    try:
+        result = verify_chain(
+            start(),
+            items,
+            executor=executor,
+            batch=batch,
+            parsed=parsed,
+            inspect=lambda e: e.seq,
+            inspected=seen,
+        )
+        return ("ok", result, [e.hash for e in parsed], seen)
+    except ProtocolError as exc:
+        state = exc.state  # type: ignore[attr-defined]
+        return ("error", type(exc), exc.code, exc.index, state, [e.hash for e in parsed])  # type: ignore[attr-defined]
+
+
+@settings(max_examples=250, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, len(LONG) - 1), st.sampled_from(FAULTS)), max_size=3),
+    st.integers(1, 5),
+    st.sampled_from([1, 2, 3]),
+)
+def test_parallel_names_the_sequential_first_error_with_several_faults(
+    faults: list[tuple[int, str]], batch: int, threads: int
+) -> None:
+    """Several faults of different phases anywhere, any chunk size, one to three threads: the parallel
+    verifier raises the same error class, code, index and last good state as the sequential one, and
+    hands back the same parsed entries (and inspection results) up to it."""
+    items = [e.raw for e in LONG]
+    for at, fault in faults:
+        _with_fault(items, at, fault)
+    expected = _full_outcome(items)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        assert _full_outcome(items, pool, batch) == expected
+    if not faults:
+        assert expected[0] == "ok" and expected[3] == list(range(1, len(LONG) + 1))

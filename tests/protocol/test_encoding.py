@@ -5,11 +5,18 @@ import random
 import time
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import DecodeError, canonical, decode, nfc
-from protocol.encoding import MAX_ENTRY_BYTES, _decode_strict, b64url_decode, b64url_encode
+from protocol.encoding import (
+    MAX_ENTRY_BYTES,
+    MAX_SAFE_INT,
+    _decode_fast,
+    _decode_strict,
+    b64url_decode,
+    b64url_encode,
+)
 from protocol.errors import FloatNotAllowed, IntegerOutOfRange, NotNFC, TooLarge
 from protocol.vectors import load_vectors
 from tests.protocol.strategies import json_values
@@ -145,3 +152,100 @@ def test_b64url_strict() -> None:
     for bad in ["//8", "__8=", "__9", "ab c", "é"]:
         with pytest.raises(ValueError):
             b64url_decode(bad)
+
+
+# Keys and texts around the places where a fast encoder could disagree with RFC 8785: characters above
+# U+FFFF against U+E000..U+FFFF (code-point order differs from UTF-16 order), combining marks (NFC),
+# control characters (escapes), quotes and backslashes.
+_TRICKY = (
+    "aZ0_é\u0301\u00e9\u1ebf\ue000\ufb00\uffeb\ufffd\U00010000\U0001f600"
+    "\u20ac\r\n\t\x00\x1f\x7f\u2028\"\\/"
+)
+_tricky_text = st.text(alphabet=st.sampled_from(_TRICKY), max_size=6)
+_tricky_int = st.sampled_from([0, 1, -1, MAX_SAFE_INT, -MAX_SAFE_INT, MAX_SAFE_INT + 1, -MAX_SAFE_INT - 1])
+_tricky_values = st.recursive(
+    st.none() | st.booleans() | _tricky_int | st.integers(-(2**70), 2**70) | _tricky_text,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(_tricky_text, children, max_size=4),
+    max_leaves=12,
+)
+_SHORT = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+@st.composite
+def _sloppy_json(draw: st.DrawFn) -> bytes:
+    """Mostly-canonical JSON text with, now and then, one of the deviations the strict path names."""
+
+    def rare() -> bool:
+        return draw(st.integers(0, 7)) == 0
+
+    def text(s: str) -> str:
+        out = []
+        for ch in s:
+            if rare():
+                forms = [f"\\u{ord(ch):04x}", f"\\u{ord(ch):04X}", "\\ud800", "\\/"]
+                out.append(draw(st.sampled_from(forms)))
+            elif ch in _SHORT:
+                out.append(_SHORT[ch])
+            elif ord(ch) < 0x20:
+                out.append(f"\\u{ord(ch):04x}")
+            else:
+                out.append(ch)
+        return '"' + "".join(out) + '"'
+
+    def number(n: int) -> str:
+        if rare():
+            return draw(st.sampled_from([f"{n}.0", f"{n}e0", f"-{abs(n)}", f"0{abs(n)}", f"{n}E+0", "-0.0"]))
+        return str(n)
+
+    def enc(value: object) -> str:
+        if isinstance(value, dict):
+            by_utf16 = not rare()
+            items = sorted(value.items(), key=lambda kv: kv[0].encode("utf-16-be") if by_utf16 else kv[0])
+            pairs = [text(k) + ":" + enc(v) for k, v in items]
+            if pairs and rare():
+                i = draw(st.integers(0, len(pairs) - 1))
+                pairs.insert(i, pairs[i])  # a duplicate key
+            return "{" + ",".join(pairs) + "}"
+        if isinstance(value, list):
+            return "[" + ",".join(enc(v) for v in value) + "]"
+        if value is None or isinstance(value, bool):
+            return json.dumps(value)
+        if isinstance(value, int):
+            return number(value)
+        assert isinstance(value, str)
+        return text(value)
+
+    raw = bytearray(enc(draw(_tricky_values)).encode("utf-8", "surrogatepass"))
+    if rare():
+        raw[0:0] = b"\xef\xbb\xbf"  # BOM
+    if rare() and raw:
+        i = draw(st.integers(0, len(raw)))
+        raw[i:i] = draw(st.sampled_from([b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82", b" ", b"\n"]))
+    return bytes(raw)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_sloppy_json())
+def test_fast_path_agrees_with_strict_path_on_crafted_inputs(data: bytes) -> None:
+    """decode (fast path first) and the strict decoder give the same value or the same error code, and
+    whatever is accepted is exactly the canonical encoding of what it holds."""
+    fast, strict = _outcome(decode, data), _outcome(_decode_strict, data)
+    assert fast == strict
+    if fast[0] == "ok":
+        assert canonical(fast[1]) == data
+        assert _decode_fast(data) in (None, fast[1])
+
+
+def test_fast_path_takes_canonical_entries() -> None:
+    """The fast path is not dead code: a canonical entry with Vietnamese text is accepted by it."""
+    for entry in VECTORS["chain"]["entries"]:
+        data = entry["canonical"].encode()
+        assert _decode_fast(data) == _decode_strict(data)
+    assert _decode_fast(canonical({"tên": "Nguyễn", "n": [10**15 - 1, -1, None, True]})) is not None
+    for refused in (b'{"a":1,"a":1}', b'{"a":-0}', b'{"a":1.0}', b'{"\\ud800":1}', b'\xef\xbb\xbf{}'):
+        assert _decode_fast(refused) is None
+    # U+E000 sorts before U+10000 by code point, after it by UTF-16 code units: only the latter is canonical.
+    utf16 = '{"\U00010000":1,"\ue000":2}'.encode()
+    assert _decode_fast(utf16) is None and decode(utf16) == {"\U00010000": 1, "\ue000": 2}
+    with pytest.raises(DecodeError):
+        decode('{"\ue000":2,"\U00010000":1}'.encode())

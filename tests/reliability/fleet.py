@@ -14,6 +14,7 @@ the tests read.
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
 import os
 import re
@@ -28,7 +29,7 @@ import aiohttp
 
 from tests.reliability.procs import ROOT, ServerProc, free_port, wait_serving
 
-__all__ = ["FAKETIME", "HubProc", "NodeProc", "faketime_available", "until"]
+__all__ = ["FAKETIME", "HubProc", "NodeProc", "faketime_available", "libfaketime", "until"]
 
 FAKETIME = shutil.which("faketime")
 PASSWORD = "mật khẩu đủ dài 2026"
@@ -39,7 +40,16 @@ CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 def faketime_available() -> bool:
-    return FAKETIME is not None
+    return FAKETIME is not None and bool(glob.glob(LIBFAKETIME))
+
+
+LIBFAKETIME = "/usr/lib/*/faketime/libfaketime.so.1"
+
+
+def libfaketime() -> str:
+    found = sorted(glob.glob(LIBFAKETIME))
+    assert found, f"no {LIBFAKETIME}"
+    return found[0]
 
 
 def _script(tool: str) -> list[str]:
@@ -75,12 +85,13 @@ class HubProc:
         (self.dir / "central.toml").write_text(
             "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.config.items()), "utf-8"
         )
-        done = subprocess.run(
-            [*_script("central"), "user", "add", "--data", str(self.dir), "--username", "xem1",
-             "--role", "viewer", "--password-stdin"],
-            input=PASSWORD, capture_output=True, text=True, timeout=60, cwd=ROOT,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stdout + done.stderr
+        for username, role in (("xem1", "viewer"), ("quantri1", "admin")):
+            done = subprocess.run(
+                [*_script("central"), "user", "add", "--data", str(self.dir), "--username", username,
+                 "--role", role, "--password-stdin"],
+                input=PASSWORD, capture_output=True, text=True, timeout=60, cwd=ROOT,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
 
     async def start(self) -> None:
         argv = [*_script("central"), "--data", str(self.dir), "serve", "--listen", f"127.0.0.1:{self.port}"]
@@ -120,6 +131,28 @@ class HubProc:
                 assert resp.status == 200, await resp.text()
                 html = await resp.text()
         return {m[1]: (int(m[2]), set(CODE_RE.findall(m[3])), m[3]) for m in ROW_RE.finditer(html)}
+
+    async def revoke(self, node: str, reason: str) -> None:
+        """Revoke ``node``'s key as an administrator does, through the revoke page."""
+        async with aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True), timeout=aiohttp.ClientTimeout(total=10)
+        ) as browser:
+            async with browser.post(
+                self.url + "/login",
+                data={"username": "quantri1", "password": PASSWORD},
+                allow_redirects=False,
+            ) as resp:
+                assert resp.status == 303, await resp.text()
+            async with browser.get(f"{self.url}/admin/nodes/{node}/revoke") as resp:
+                match = CSRF_RE.search(await resp.text())
+                assert resp.status == 200 and match, resp.status
+            async with browser.post(
+                f"{self.url}/admin/nodes/{node}/revoke",
+                data={"csrf": match[1], "confirm": node, "reason": reason, "after": ""},
+                headers={"Origin": self.url},
+                allow_redirects=False,
+            ) as resp:
+                assert resp.status == 303, await resp.text()
 
     def head(self, node: str) -> int:
         import sqlite3
@@ -162,14 +195,17 @@ class NodeProc:
         re-read at every clock call (the clock can be moved while the process runs)."""
         argv = [*_script("node"), "serve", "--data", str(self.data), "--listen", f"127.0.0.1:{self.port}"]
         env = {}
-        if fake is not None or fake_file is not None:
+        if fake is not None:
             assert FAKETIME is not None
             env = {"FAKETIME_DONT_FAKE_MONOTONIC": "1"}
-            if fake_file is not None:
-                env |= {"FAKETIME_TIMESTAMP_FILE": str(fake_file), "FAKETIME_NO_CACHE": "1"}
-                argv = [FAKETIME, "-f", fake_file.read_text().strip(), *argv]
-            else:
-                argv = [FAKETIME, "-f", str(fake), *argv]
+            argv = [FAKETIME, "-f", fake, *argv]
+        elif fake_file is not None:  # the wrapper would set FAKETIME, which wins over the file
+            env = {
+                "LD_PRELOAD": libfaketime(),
+                "FAKETIME_TIMESTAMP_FILE": str(fake_file),
+                "FAKETIME_CACHE_DURATION": "1",  # re-read the file at most once a second
+                "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            }
         self.proc = _spawn(argv, self.port, self.log, env)
         await wait_serving(self.proc)
 

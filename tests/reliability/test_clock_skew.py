@@ -23,6 +23,19 @@ from tests.tools import require
 DAY_MS = 86_400_000
 
 
+async def _receive_now(node: NodeProc, n: int) -> list[str]:
+    """``n`` dossiers received with the right clock (in this process, before the node serves)."""
+    from node.config import load as load_node_config
+    from node.provision import Node
+    from tests.e2e.realnode import FAST_LOOKUP, reception
+
+    opened = await Node.open(load_node_config(node.data, {}), lookup_iterations=FAST_LOOKUP)
+    try:
+        return [(await opened.desk.receive(reception(), actor="an.nv")).code for _ in range(n)]
+    finally:
+        await opened.close()
+
+
 @pytest.fixture
 def faketime() -> None:
     if not faketime_available():
@@ -42,13 +55,7 @@ async def test_skewed_node_clocks_sync_and_are_named(tmp_path: Path, faketime: N
             await node.create(await hub.invite(node.node_id))
             # dossiers taken while the clock was right; then the clock jumps (CN01: back 2 years, a dead
             # CMOS battery; CN02: 10 years ahead) and staff go on recording events on them
-            await node.start()
-            codes[shift] = []
-            for i in range(3):
-                status, body = await node.receive(note=f"trước khi lệch giờ {i}")
-                assert status == 201, body
-                codes[shift].append(body["code"])
-            node.stop()
+            codes[shift] = await _receive_now(node, 3)
             await node.start(fake=shift)
         for shift, node in nodes.items():
             for code in codes[shift]:

@@ -164,8 +164,8 @@ async def long_offline(tmp: Path, *, days: int, per_day: int) -> dict[str, Any]:
 
 
 async def test_a_week_offline_quick(tmp_path: Path, figures) -> None:  # type: ignore[no-untyped-def]
-    result = await long_offline(tmp_path, days=7, per_day=15)
-    figures("N5 long-offline van (quick: 7 days x 15)", **result)
+    result = await long_offline(tmp_path, days=7, per_day=4)
+    figures("N5 long-offline van (quick: 7 days x 4)", **result)
 
 
 @pytest.mark.slow

@@ -130,3 +130,13 @@ async def test_skewed_node_clocks_sync_and_are_named(tmp_path: Path, faketime: N
         for node in nodes.values():
             node.stop()
         hub.stop()
+
+
+def test_the_skew_message_names_direction_and_size() -> None:
+    from node.sync_service import CLOCK_SKEW_WARN_MS, clock_skew_message
+
+    assert "chậm 730 ngày" in clock_skew_message(730 * DAY_MS - 5000)  # hub minus node > 0: behind
+    assert "nhanh 3650 ngày" in clock_skew_message(-3650 * DAY_MS)
+    assert "nhanh 5 giờ" in clock_skew_message(-5 * 3_600_000)
+    assert "chậm 3 phút" in clock_skew_message(3 * 60_000)
+    assert CLOCK_SKEW_WARN_MS == 120_000  # the hub's skew_warn_s default

@@ -1,9 +1,9 @@
 """Real hub and node *processes* for the network, clock and monitoring tests (N4, N5, S9, M1).
 
-``HubProc``: a hub state directory (``hubsim.new_hub``) with a ``central.toml``, a viewer web user made
-with ``motcua-central user add``, served by the installed ``motcua-central serve``; ``invite`` makes a token
-naming any URL (the fault proxy's, to put it between node and hub); ``dashboard()`` logs in over HTTP and
-reads the sync-health table (``/admin/table``) as an administrator's browser does.
+``HubProc``: a hub state directory (``hubsim.new_hub``) with a ``central.toml``, a viewer and an admin
+web user (as ``motcua-central user add`` makes them), served by ``motcua-central serve``; ``invite``
+makes a token naming any URL (the fault proxy's, to put it between node and hub); ``dashboard()`` logs
+in over HTTP and reads the sync-health table (``/admin/table``) as an administrator's browser does.
 
 ``NodeProc``: a node provisioned from an invite (``motcua-node init --token``'s code), a staff user and an
 API token seeded, then ``motcua-node serve`` as a process, optionally under ``faketime`` (libfaketime:
@@ -85,13 +85,17 @@ class HubProc:
         (self.dir / "central.toml").write_text(
             "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.config.items()), "utf-8"
         )
-        for username, role in (("xem1", "viewer"), ("quantri1", "admin")):
-            done = subprocess.run(
-                [*_script("central"), "user", "add", "--data", str(self.dir), "--username", username,
-                 "--role", role, "--password-stdin"],
-                input=PASSWORD, capture_output=True, text=True, timeout=60, cwd=ROOT,
-            )  # fmt: skip
-            assert done.returncode == 0, done.stdout + done.stderr
+        from central.config import load
+        from central.errors import now_ms
+        from central.hub import Hub
+        from central.webauth import Users
+
+        hub = await Hub.open(load(self.dir, environ={}), now_ms)
+        try:  # what ``motcua-central user add`` does, without a process start per user
+            for username, role in (("xem1", "viewer"), ("quantri1", "admin")):
+                await Users(hub.store).add(username, role, PASSWORD, agency=None, now=now_ms())
+        finally:
+            await hub.close()
 
     async def start(self) -> None:
         argv = [*_script("central"), "--data", str(self.dir), "serve", "--listen", f"127.0.0.1:{self.port}"]

@@ -1,4 +1,4 @@
-"""M1: the hub dashboard tells the truth about a real node process (sync every 2 s).
+"""M1: the hub dashboard tells the truth about a real node process (sync every second).
 
 A real hub process and a real ``motcua-node serve`` (state on a small tmpfs, so its free space is real):
 each condition is caused for real, the dashboard (``/admin/table``, through a viewer's login) is polled
@@ -25,8 +25,8 @@ from tests.reliability.faultfs import tmpfs
 from tests.reliability.fleet import HubProc, NodeProc
 from tests.reliability.test_long_offline import _fill
 
-INTERVAL = 2.0  # the node's sync_interval_seconds
-ONLINE_WINDOW = 4  # the hub's online_window_s
+INTERVAL = 1.0  # the node's sync_interval_seconds
+ONLINE_WINDOW = 2  # the hub's online_window_s
 
 
 async def _watch(
@@ -112,7 +112,7 @@ async def test_dashboard_follows_real_faults(tmp_path: Path, figures) -> None:  
                 assert time.monotonic() - started < bound, "the node did not learn it was revoked"
                 await asyncio.sleep(0.2)
             result["node_blocked_after_s"] = round(time.monotonic() - started, 2)
-            figures("M1 monitoring truthfulness (real hub + node, sync every 2 s)", **result)
+            figures("M1 monitoring truthfulness (real hub + node, sync every 1 s)", **result)
         finally:
             node.stop()
             hub.stop()

@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import sqlite3
 import time
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,21 @@ def _fill(path: Path, leave: int) -> int:
                 break
             written += min(1 << 20, free - leave)
     return written
+
+
+async def _clock_moved(node: NodeProc, days: int) -> None:
+    """Wait (bounded) until the node's clock shows ``days`` ahead: its HTTP ``Date`` header (libfaketime
+    re-reads the offset file at most once a second)."""
+    import aiohttp
+
+    want = (datetime.now(UTC) + timedelta(days=days)).date()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        for _ in range(100):
+            async with session.get(node.url + "/healthz") as resp:
+                if parsedate_to_datetime(resp.headers["Date"]).date() == want:
+                    return  # made from the node's time.time(): the new offset is in force
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"the node's clock did not move to +{days} days")
 
 
 def _rows(db_path: Path, log: str, *, hub: bool) -> list[tuple[int, bytes]]:
@@ -74,7 +91,7 @@ async def long_offline(tmp: Path, *, days: int, per_day: int) -> dict[str, Any]:
             intake_s = 0.0
             for day in range(days):
                 clock.write_text(f"+{day}d\n")
-                await asyncio.sleep(1.2)  # libfaketime re-reads the file at most once a second
+                await _clock_moved(node, day)
                 started = time.monotonic()
                 for i in range(per_day):
                     status, body = await node.receive(note=f"ngày {day + 1} hồ sơ {i + 1}")
@@ -121,7 +138,7 @@ async def long_offline(tmp: Path, *, days: int, per_day: int) -> dict[str, Any]:
 
             # back in coverage (a week later)
             clock.write_text(f"+{days}d\n")
-            await asyncio.sleep(1.2)
+            await _clock_moved(node, days)
             proxy.heal()
             started = time.monotonic()
 

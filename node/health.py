@@ -21,7 +21,7 @@ MIN_FREE_BYTES = 1024 * 1024
 watermark (``low_disk_mb``, which stops scan intake) only adds a warning: intake still works."""
 
 
-WARNINGS = frozenset({"low_disk_warning"})
+WARNINGS = frozenset({"low_disk_warning", "clock_skew_warning"})
 """Checks reported by /readyz that do not make the node unready."""
 
 
@@ -46,6 +46,16 @@ async def readiness_checks(node: Node) -> dict[str, str]:
             checks["low_disk_warning"] = f"{free // (1024 * 1024)} MiB free, below low_disk_mb"
     except OSError as exc:
         checks["disk_free"] = f"OSError: {exc}"[:200]
+    try:  # the clock as the hub saw it at the last hello (S9): a warning, sync goes on
+        from node.sync_service import CLOCK_SKEW_WARN_MS
+
+        row = await node.store.fetchone("SELECT value FROM sync_state WHERE key = 'clock_offset_ms'")
+        offset = int(row[0]) if row is not None else 0
+        if abs(offset) > CLOCK_SKEW_WARN_MS:
+            way = "behind" if offset > 0 else "ahead of"
+            checks["clock_skew_warning"] = f"node clock {abs(offset) // 1000} s {way} the hub's"
+    except Exception:  # noqa: BLE001 - a node without sync tables has no clock to compare
+        pass
     return checks
 
 

@@ -320,7 +320,16 @@ class Desk:
         try:
             return self.catalog.lookup(code, on)
         except UnknownProcedure:
-            reader.fail("procedure", "Thủ tục không có trong danh mục của máy trạm.")
+            try:  # in the catalog, but not yet in force on the node's "today": often a wrong clock (S9)
+                later = self.catalog.lookup(code, None)
+            except UnknownProcedure:
+                reader.fail("procedure", "Thủ tục không có trong danh mục của máy trạm.")
+                return None
+            reader.fail(
+                "procedure",
+                f"Thủ tục chỉ có hiệu lực từ ngày {later.effective:%d/%m/%Y}, nhưng theo đồng hồ máy trạm "
+                f"hôm nay là {on:%d/%m/%Y}. Nếu ngày giờ của máy sai, hãy báo quản trị chỉnh lại.",
+            )
             return None
 
     def applicant(self, reader: InputReader, today: date) -> Applicant | None:
@@ -389,7 +398,10 @@ class Desk:
             return due_at(at, procedure.time, self.calendar)
         except CalendarNotCovered as exc:
             raise NodeError(
-                "Lịch làm việc trên máy trạm chưa có dữ liệu cho ngày cần tính hạn trả kết quả: " + exc.reason
+                "Lịch làm việc trên máy trạm chưa có dữ liệu cho ngày cần tính hạn trả kết quả: "
+                + exc.reason
+                + f". Theo đồng hồ máy trạm hôm nay là {local_date(at):%d/%m/%Y}; nếu ngày giờ của máy sai, "
+                "hãy báo quản trị chỉnh lại."
             ) from None
 
     # -- code allocation -----------------------------------------------------------------------------

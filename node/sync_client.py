@@ -121,6 +121,12 @@ class Transport(Protocol):
     ) -> tuple[int, bytes]: ...
 
 
+MIN_UPLOAD_BYTES_PER_S = 4096
+"""The slowest uplink a request body is given time for: a request's time limit is ``timeout`` plus its
+body at this rate (a 1 MiB scan chunk: +256 s). A fixed 60 s limit made every chunk time out below
+~17 kB/s (slow LTE, N4), and a timed-out chunk starts again from its first byte."""
+
+
 @dataclass
 class HttpTransport:
     """aiohttp transport to the hub at ``base`` (no trailing slash)."""
@@ -134,8 +140,18 @@ class HttpTransport:
     ) -> tuple[int, bytes]:
         if self.session is None or self.session.closed:
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        # aiohttp re-sends a GET/PUT by itself on a new connection when a kept-alive one breaks, with the
+        # same signed headers: the hub has seen that nonce and refuses it (401 replayed) only after the
+        # whole body crossed the link again, so a reset cost two chunks on a slow uplink (N4). The round
+        # fails instead and the next one resumes from the hub's view (``blobs/need``), signed afresh.
+        # No public switch exists; aiohttp's own test client clears the same attribute.
+        if getattr(self.session, "_retry_connection", False):
+            self.session._retry_connection = False
+        limit = aiohttp.ClientTimeout(total=self.timeout + len(body) / MIN_UPLOAD_BYTES_PER_S)
         try:
-            async with self.session.request(method, self.base + target, data=body, headers=headers) as resp:
+            async with self.session.request(
+                method, self.base + target, data=body, headers=headers, timeout=limit
+            ) as resp:
                 return resp.status, await resp.read()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise SyncError("unreachable", f"hub unreachable: {exc!r}") from None

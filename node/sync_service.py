@@ -68,12 +68,14 @@ from protocol import (
 from protocol.blobs import MANIFEST_FIELDS
 
 __all__ = [
+    "CLOCK_SKEW_WARN_MS",
     "SYNC",
     "DossierHub",
     "NodeLocalLog",
     "NodeSyncClient",
     "SyncBanner",
     "SyncService",
+    "clock_skew_message",
     "dossier_hub",
     "fetch_blobs",
     "sync_banner",
@@ -82,6 +84,29 @@ __all__ = [
 log = logging.getLogger("motcua.node.sync")
 
 PREFLIGHT_SECONDS = 5.0
+CLOCK_SKEW_WARN_MS = 120_000
+"""Above this difference between the node's clock and the hub's (as seen at the last hello), the banner,
+``/api/v1/status``, ``/readyz`` (a warning) and the log name the skew. Sync goes on: requests are signed
+with hub-relative time (the hub's ``stale`` answer carries its time), entries are ordered by seq."""
+
+
+def clock_skew_message(offset_ms: int) -> str:
+    """The staff-facing warning for a clock ``offset_ms`` behind (positive) or ahead of (negative) the hub."""
+    behind = offset_ms > 0
+    amount = abs(offset_ms)
+    if amount >= 2 * 86_400_000:
+        text = f"{round(amount / 86_400_000)} ngày"
+    elif amount >= 2 * 3_600_000:
+        text = f"{round(amount / 3_600_000)} giờ"
+    else:
+        text = f"{max(1, round(amount / 60_000))} phút"
+    way = "chậm" if behind else "nhanh"
+    return (
+        f"Đồng hồ máy trạm {way} {text} so với máy chủ trung tâm. Giờ ghi trên biên nhận và nhật ký có "
+        "thể sai; việc đồng bộ vẫn tiếp tục. Hãy báo quản trị để chỉnh lại ngày giờ của máy."
+    )
+
+
 _BLOCKING = {
     "node_revoked": "node_revoked",
     "epoch_sealed": "epoch_sealed",
@@ -161,6 +186,7 @@ class NodeSyncClient(SyncClient):
     blobs: Any = None  # node.blobs.BlobStore: where fetched hub files go (None: do not fetch)
     on_round: Callable[[str], None] | None = None  # each round's result: ok, error, rejected (metrics)
     on_pulled: Callable[[], Awaitable[None]] | None = None  # after a round that stored hub entries
+    _logged_offset: int | None = None  # the clock skew last written to the log
 
     @property
     def local_store(self) -> Store:
@@ -169,11 +195,31 @@ class NodeSyncClient(SyncClient):
 
     # -- one round ---------------------------------------------------------------------------------
 
+    def _note_clock(self) -> None:
+        """Log a skewed clock once (and again when the skew changes by more than the threshold)."""
+        offset = self.offset_ms
+        if abs(offset) <= CLOCK_SKEW_WARN_MS:
+            if self._logged_offset is not None:
+                log.warning("clock skew gone: node clock within %d ms of the hub's", offset)
+                self._logged_offset = None
+            return
+        if self._logged_offset is None or abs(offset - self._logged_offset) > CLOCK_SKEW_WARN_MS:
+            log.warning(
+                "clock skew: this node's clock is %.1f h %s the hub's (hub minus node = %d ms); requests "
+                "are signed with hub-relative time, entries keep the local clock",
+                abs(offset) / 3_600_000,
+                "behind" if offset > 0 else "ahead of",
+                offset,
+            )
+            self._logged_offset = offset
+
     async def sync_once(self) -> SyncReport:
         for attempt in (0, 1):
             try:
                 report = await super().sync_once()
+                self._note_clock()
             except SyncError as exc:
+                self._note_clock()
                 error = exc
                 try:
                     if exc.code == "behind_hub" and attempt == 0:
@@ -197,7 +243,14 @@ class NodeSyncClient(SyncClient):
         try:
             state = HubState.from_wire(decode(await self.call("GET", "/v1/sync/state"), max_bytes=None))
             self.offset_ms = state.hub_time - self.wall()
-            await self.local.set_state({"hub_status": state.status, "hub_epoch": str(state.epoch)})
+            self._note_clock()
+            await self.local.set_state(
+                {
+                    "hub_status": state.status,
+                    "hub_epoch": str(state.epoch),
+                    "clock_offset_ms": str(self.offset_ms),
+                }
+            )
             if state.status == "revoked":
                 raise SyncError("node_revoked", "the hub has revoked this node's key", retryable=False)
             held = state.log_head(self.node, self.epoch)
@@ -464,9 +517,20 @@ class SyncBanner:
     last_ok_ms: int | None
     last_error: str | None
     summary: SyncSummary
+    clock_offset_ms: int | None = None  # hub time minus node time at the last hello (None: never seen)
+
+    @property
+    def clock_skewed(self) -> bool:
+        return self.clock_offset_ms is not None and abs(self.clock_offset_ms) > CLOCK_SKEW_WARN_MS
+
+    @property
+    def clock_message(self) -> str:
+        return clock_skew_message(self.clock_offset_ms or 0) if self.clock_skewed else ""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "clock_offset_ms": self.clock_offset_ms,
+            "clock_skew": self.clock_message or None,
             "enrolled": self.enrolled,
             "hub_url": self.hub_url,
             "hub_status": self.hub_status,
@@ -503,7 +567,15 @@ async def sync_banner(db: Any, node_id: str, hub_url: str | None) -> SyncBanner:
         last_ok_ms=int(state["last_ok_ms"]) if state.get("last_ok_ms") else None,
         last_error=state.get("last_error") or None,
         summary=summary,
+        clock_offset_ms=_int_or_none(state.get("clock_offset_ms")),
     )
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return None if text is None else int(text)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

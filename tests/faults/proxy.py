@@ -5,6 +5,15 @@ exactly-once sync: ``ack_loss`` (the request reaches the hub, the hub commits an
 never reaches the node) and ``replay`` (a finished connection's request bytes are sent again on a new
 upstream connection). Each connection draws its fate from a seeded RNG, so a failing seed replays
 the same faults; every decision goes to ``events`` for the checker.
+
+A slow, flaky mobile link (N4) adds three more, applied to every connection whatever its fate:
+``bandwidth`` (bytes/s per direction, shared by all connections, like one LTE modem: a token bucket),
+``slice`` (toxiproxy's slicer: each read is forwarded as small random segments with small delays
+between them) and ``reset_per_window`` (the link drops: RST both sides with this probability per
+``window_bytes`` forwarded in a direction; drawn from its own seeded RNG by window index, so where the
+resets fall depends only on the byte count, not on timing). ``lost_bytes`` counts the request bytes a
+reset threw away: what was forwarded upstream on that connection since the last response byte came back
+(HTTP/1.1 without pipelining: the request in flight).
 """
 
 from __future__ import annotations
@@ -30,6 +39,11 @@ class Faults:
     truncate: float = 0.0  # forward part of the response, then close cleanly (FIN)
     ack_loss: float = 0.0  # forward the request; drop the whole response and RST the client
     replay: float = 0.0  # after a clean close, resend the captured request upstream once
+    bandwidth: int = 0  # bytes/s per direction, shared by every connection (0: unlimited)
+    slice: tuple[int, int] = (0, 0)  # segment size range in bytes (0: forward reads whole)
+    slice_delay_ms: tuple[float, float] = (0.0, 0.0)  # pause between segments
+    reset_per_window: float = 0.0  # RST probability per ``window_bytes`` forwarded in one direction
+    window_bytes: int = 65536
 
 
 @dataclass
@@ -38,6 +52,29 @@ class _Conn:
     fate: str
     cut_at: int
     request: bytearray = field(default_factory=bytearray)
+    in_flight: int = 0  # request bytes forwarded upstream since the last response byte
+
+
+class _Bucket:
+    """A token bucket of ``rate`` bytes/s (burst: 1/20 s worth), shared by one direction's connections."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.burst = max(1, rate // 20)
+        self.tokens = float(self.burst)
+        self.at = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def take(self, n: int) -> None:
+        async with self.lock:
+            while True:
+                now = time.monotonic()
+                self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+                self.at = now
+                if self.tokens >= min(n, self.burst):
+                    self.tokens -= n  # may go negative for a large segment: the next one waits longer
+                    return
+                await asyncio.sleep((min(n, self.burst) - self.tokens) / self.rate)
 
 
 def _rst(writer: asyncio.StreamWriter) -> None:
@@ -64,6 +101,13 @@ class FaultProxy:
         self._live: set[asyncio.StreamWriter] = set()
         self._next = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._buckets: dict[bool, _Bucket] = {}
+        self._windows = {True: 0, False: 0}  # bytes forwarded per direction (upstream: True)
+        self._reset_rng = random.Random(seed ^ 0x5EED)
+        self._reset_draws: dict[bool, list[bool]] = {True: [], False: []}
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self.lost_bytes: list[int] = []  # per reset of the link: request bytes thrown away
 
     @property
     def url(self) -> str:
@@ -184,9 +228,53 @@ class FaultProxy:
                 self._log(conn.cid, "reset")
                 _rst(dst)
                 raise ConnectionResetError("reset")
-            dst.write(chunk)
-            await dst.drain()
+            await self._forward(conn, chunk, dst, upstream=upstream)
             sent += len(chunk)
+
+    def _link_drops(self, upstream: bool, n: int) -> bool:
+        """Advance this direction's byte count by ``n``; True if a window boundary crossed drew a reset."""
+        f = self.faults
+        if f.reset_per_window <= 0:
+            return False
+        before = self._windows[upstream] // f.window_bytes
+        self._windows[upstream] += n
+        after = self._windows[upstream] // f.window_bytes
+        draws = self._reset_draws[upstream]
+        while len(draws) < after:
+            draws.append(self._reset_rng.random() < f.reset_per_window)
+        return any(draws[before:after])
+
+    async def _forward(self, conn: _Conn, chunk: bytes, dst: asyncio.StreamWriter, *, upstream: bool) -> None:
+        """Write ``chunk`` to ``dst`` through the link's slicer, bandwidth and random resets."""
+        f = self.faults
+        lo, hi = f.slice
+        at = 0
+        while at < len(chunk):
+            size = len(chunk) - at if hi <= 0 else min(len(chunk) - at, self.rng.randint(max(1, lo), hi))
+            segment = chunk[at : at + size]
+            if f.bandwidth > 0:
+                bucket = self._buckets.get(upstream)
+                if bucket is None or bucket.rate != f.bandwidth:
+                    bucket = self._buckets[upstream] = _Bucket(f.bandwidth)
+                await bucket.take(len(segment))
+            if time.monotonic() < self._partitioned_until:
+                raise ConnectionResetError("partitioned")
+            if self._link_drops(upstream, len(segment)):
+                self._log(conn.cid, "link_reset")
+                self.lost_bytes.append(conn.in_flight)
+                _rst(dst)
+                raise ConnectionResetError("link reset")
+            dst.write(segment)
+            await dst.drain()
+            if upstream:
+                self.bytes_up += len(segment)
+                conn.in_flight += len(segment)
+            else:
+                self.bytes_down += len(segment)
+                conn.in_flight = 0
+            at += size
+            if hi > 0 and at < len(chunk) and f.slice_delay_ms[1] > 0:
+                await asyncio.sleep(self.rng.uniform(*f.slice_delay_ms) / 1000)
 
     async def _replay(self, conn: _Conn) -> None:
         try:

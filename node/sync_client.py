@@ -204,6 +204,7 @@ class SyncClient:
     batch_entries: int = BATCH
     batch_bytes: int = BATCH_BYTES
     push_depth: int = PUSH_DEPTH
+    advanced: int = 0  # receipts stored + chunks accepted: a failed round that moved this made progress
     _hub_box: LogHead | None = None
 
     # -- requests ----------------------------------------------------------------------------------
@@ -344,6 +345,7 @@ class SyncClient:
                 if (receipt.log, receipt.epoch) != (self.node, self.epoch) or receipt.seq < after:
                     raise SyncError("bad_reply", "receipt for another position", retryable=True)
                 await self.local.store_receipt(receipt)
+                self.advanced += 1
                 report.receipt = receipt
                 report.pushed += result.accepted
                 report.duplicates += result.duplicates
@@ -521,6 +523,7 @@ class SyncClient:
                 target = f"/v1/sync/blobs/{manifest.sha256}/{index}?ack=later"
                 reply = decode(await self.call("PUT", target, chunk, digest=digest))
                 uploaded += 1
+                self.advanced += 1
                 pos += 1
                 if self.progress is not None:
                     self.progress("blobs", sent + uploaded, todo)
@@ -555,22 +558,26 @@ class SyncClient:
         sleep: Callable[[float], Awaitable[Any]] | None = None,
     ) -> None:
         """Sync forever: after each success wait ``interval`` or a poke; after a failure back off
-        exponentially with full jitter (``base`` doubling up to ``cap``). Never raises but CancelledError."""
+        exponentially with full jitter (``base`` doubling up to ``cap``). A failed round that still made
+        progress (a receipt stored, a chunk accepted: a link reset in the middle of a long upload over a
+        flaky uplink) starts the backoff again from its first step instead of growing it, so a van's
+        upload is not left waiting minutes between chunks. Never raises but CancelledError."""
         failures = 0
         while True:
             self.wake.clear()
+            before = self.advanced
             try:
                 await self.sync_once()
                 failures = 0
                 delay = interval
             except SyncError as exc:
-                failures += 1
+                failures = 1 if self.advanced != before else failures + 1
                 delay = random.uniform(0, min(cap, base * 2 ** min(failures, 16)))
                 if not exc.retryable:
                     delay = max(delay, interval)
                 log.warning("sync failed (%s); next try in %.1f s", exc, delay)
             except Exception:  # noqa: BLE001 - a bug must not stop syncing for good
-                failures += 1
+                failures = 1 if self.advanced != before else failures + 1
                 delay = random.uniform(0, min(cap, base * 2 ** min(failures, 16)))
                 log.exception("sync round crashed; next try in %.1f s", delay)
             if sleep is not None:

@@ -186,6 +186,13 @@ async def error_middleware(
         err = from_protocol(exc)
     except web.HTTPException:
         raise
+    except ConnectionResetError:
+        # The client went away mid-request (aiohttp sets "Connection lost" on the body it was reading): on
+        # a flaky uplink that is every link reset during an upload, not a server fault. Nothing half-done
+        # was kept (a chunk is written only once whole); the answer will not arrive, but the access log
+        # and the error metrics see a client-side status instead of a 500.
+        log.info("client disconnected during %s %s", request.method, request.path)
+        err = BadRequest("client_disconnected", "the connection was lost before the request was read")
     except OSError as exc:
         if exc.errno == 28:  # ENOSPC
             err = InsufficientSpace("disk_full", "the hub's disk is full; nothing was stored")

@@ -244,8 +244,10 @@ class SyncClient:
 
     async def sync_once(self) -> SyncReport:
         report = SyncReport()
+        reached = False
         try:
             state = HubState.from_wire(decode(await self.call("GET", "/v1/sync/state"), max_bytes=None))
+            reached = True
             self.offset_ms = state.hub_time - self.wall()
             report.status = state.status
             await self.local.set_state(
@@ -267,9 +269,20 @@ class SyncClient:
             await self.call("POST", "/v1/sync/heartbeat", canonical((await self.local.status()).to_wire()))
         except SyncError as exc:
             await self.local.set_state({"last_error": f"{exc.code}: {exc.reason}"})
+            if reached and exc.code not in _NO_FAILED_HEARTBEAT:
+                await self._failed_heartbeat()
             raise
         await self.local.set_state({"last_error": "", "last_ok_ms": str(self.wall())})
         return report
+
+    async def _failed_heartbeat(self) -> None:
+        """The hub answered this round but a later step failed (413, 429, 5xx, a bad chunk): still tell it
+        the node's status, with ``last_error`` and the backlog's age, so the dashboard shows "lagging" and
+        why rather than only "offline" (the heartbeat is otherwise the round's last step). Best effort."""
+        try:
+            await self.call("POST", "/v1/sync/heartbeat", canonical((await self.local.status()).to_wire()))
+        except SyncError as exc:
+            log.debug("heartbeat after a failed round not sent: %s", exc)
 
     async def _push(self, held: LogHead, report: SyncReport) -> LogHead:
         """Push the entries after ``held`` in batches, ``push_depth`` requests in flight.
@@ -590,6 +603,10 @@ class SyncClient:
                 await asyncio.wait_for(self.wake.wait(), timeout=delay)
             except TimeoutError:
                 pass
+
+
+# A failed round sends no heartbeat when the link is gone or the hub refuses the node outright.
+_NO_FAILED_HEARTBEAT = frozenset({"unreachable", "node_revoked", "node_quarantined", "unauthorized"})
 
 
 def _sha256_hex(data: bytes) -> str:

@@ -8,6 +8,7 @@ durably in the node's blob store.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -134,6 +135,53 @@ async def test_a_blob_is_recorded_as_held_only_once_the_hub_acknowledged_it(tmp_
         assert report.chunks == 0 and flaky.puts == 5  # nothing sent twice
         assert {r[0] for r in await node.store.fetchall("SELECT sha256 FROM sync_blobs")} == shas
         assert hub.hub.blobs.path_for(min(shas)).is_file() and hub.hub.blobs.path_for(max(shas)).is_file()
+    finally:
+        await service.close()
+        await node.close()
+        await hub.stop()
+
+
+class RefusePush:
+    """Transport whose pushes the hub refuses (an overloaded or misconfigured hub: 503), the rest through."""
+
+    def __init__(self, inner: HttpTransport) -> None:
+        self.inner = inner
+
+    async def request(
+        self, method: str, target: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        if method == "POST" and target.startswith("/v1/sync/logs/"):
+            raise SyncError("unavailable", "hub overloaded", status=503)
+        return await self.inner.request(method, target, body, headers)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_a_round_that_fails_after_the_hello_still_reports_the_backlog(tmp_path: Path) -> None:
+    """M1 "lag > threshold" from a live node: the hub answers the hello but refuses every push; the
+    failed round still sends its heartbeat with the backlog and the error, so the dashboard can show the
+    node lagging (and why) instead of only "offline"."""
+    hub = HubRunner(tmp_path / "hub")
+    await hub.start()
+    created = await NodeRunner.create(tmp_path / "cn", await hub.invite("CN09"), node_id="CN09", block=0)
+    node = await Node.open(load_node_config(created.data, {}), lookup_iterations=FAST_LOOKUP)
+    service = await SyncService.open(node)
+    assert service is not None
+    try:
+        await node.desk.receive(reception(), actor="an.nv")
+        service.client.transport = RefusePush(service.transport)
+        with pytest.raises(SyncError) as info:
+            await service.client.sync_once()
+        assert info.value.code == "unavailable"
+        async with hub.hub.store.read() as db:
+            rows = await (
+                await db.execute("SELECT body FROM heartbeats WHERE node = ? ORDER BY received_ms", ("CN09",))
+            ).fetchall()
+        assert rows, "no heartbeat after the failed round"
+        beat = json.loads(rows[-1][0])
+        assert beat["unacked_entries"] >= 1 and beat["oldest_unacked_ms"] is not None
+        assert "unavailable" in (beat["last_error"] or "")
     finally:
         await service.close()
         await node.close()

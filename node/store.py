@@ -8,6 +8,8 @@
 - ``async with store.read() as db:`` gives the reader (``query_only``); WAL lets it read while the
   writer writes. Reads never see a transaction that has not committed.
 - ``close()`` is idempotent; any use after it raises ``StoreClosed``.
+- Both connections are SQLCipher connections opened by ``node.dbcipher.connect`` with the node's
+  database key (``key``, default: the unlocked keyring of the database's folder, node.atrest).
 - A full disk (SQLITE_FULL) surfaces as ``DiskFull`` (507) and an I/O error (SQLITE_IOERR, e.g. EIO from
   fdatasync at commit) as ``StorageError`` (500), each with a Vietnamese message; neither is retried.
 """
@@ -16,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
 
+from node.dbcipher import DB_ERRORS, Row, aconnect
 from node.errors import DiskFull, StorageError, StoreClosed
 
 __all__ = ["Store", "storage_error"]
@@ -39,7 +41,7 @@ def storage_error(exc: BaseException) -> BaseException:
     the transaction), so the message says "not confirmed", never "not saved".
     """
     code = getattr(exc, "sqlite_errorcode", None)
-    if not isinstance(exc, sqlite3.Error) or code is None:
+    if not isinstance(exc, DB_ERRORS) or code is None:
         return exc
     if code & 0xFF == _SQLITE_FULL:
         return DiskFull(
@@ -77,10 +79,17 @@ class Store:
         self.on_commit: list[Callable[[], None]] = []
 
     @classmethod
-    async def open(cls, path: str | Path, *, migrate: bool = True) -> Store:
-        """Open (creating if needed) and migrate the database at ``path``."""
+    async def open(cls, path: str | Path, *, migrate: bool = True, key: bytes | None = None) -> Store:
+        """Open (creating if needed) and migrate the database at ``path``, keyed with ``key``.
+
+        ``key`` defaults to the database key of the keyring unlocked for the folder of ``path``.
+        """
         path = Path(path)
-        writer = await aiosqlite.connect(path, isolation_level=None)
+        if key is None:
+            from node.atrest import keyring_for
+
+            key = keyring_for(path.parent).db_key
+        writer = await aconnect(path, key)
         try:
             for pragma in _PRAGMAS:
                 await writer.execute(pragma)
@@ -88,7 +97,7 @@ class Store:
                 from node.migrations import MIGRATIONS, apply_migrations
 
                 await apply_migrations(writer, MIGRATIONS)
-            reader = await aiosqlite.connect(path, isolation_level=None)
+            reader = await aconnect(path, key)
         except BaseException:
             await writer.close()
             raise
@@ -118,7 +127,7 @@ class Store:
             db = self._writer
             try:
                 await db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
+            except DB_ERRORS as exc:
                 raise storage_error(exc) from exc
             try:
                 yield db
@@ -144,7 +153,7 @@ class Store:
         try:
             if db.in_transaction:
                 await db.rollback()
-        except sqlite3.Error:  # the connection is unusable; the caller sees the original error
+        except DB_ERRORS:  # the connection is unusable; the caller sees the original error
             log.exception("rollback failed on %s", self.path)
 
     @asynccontextmanager
@@ -161,8 +170,8 @@ class Store:
                 if db.in_transaction:
                     await db.rollback()
 
-    async def fetchall(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
-        """Convenience: run one query on the reader and return every row (``sqlite3.Row``).
+    async def fetchall(self, sql: str, args: Sequence[object] = ()) -> list[Row]:
+        """Convenience: run one query on the reader and return every row (``Row``).
 
         One statement is one consistent snapshot by itself (autocommit), so this is a single trip to
         the reader's thread, without the BEGIN/ROLLBACK of ``read()``.
@@ -171,13 +180,13 @@ class Store:
         async with self._read_lock:
             self._check_open()
             db = self._reader
-            db.row_factory = sqlite3.Row
+            db.row_factory = Row
             try:
                 return list(await db.execute_fetchall(sql, args))  # type: ignore[arg-type]
             finally:
                 db.row_factory = None
 
-    async def fetchone(self, sql: str, args: Sequence[object] = ()) -> sqlite3.Row | None:
+    async def fetchone(self, sql: str, args: Sequence[object] = ()) -> Row | None:
         rows = await self.fetchall(sql, args)
         return rows[0] if rows else None
 

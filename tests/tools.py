@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,3 +32,13 @@ def artifact_dir(name: str) -> Path:
     path = ARTIFACTS / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def keyring(folder: Path, node: str = "CN01") -> Any:
+    """The data keyring of a bare test folder (created with the 'file' source on first use)."""
+    from node import atrest
+
+    folder = Path(folder)
+    if (folder / atrest.DATAKEY_FILE).exists():
+        return atrest.unlock(folder)
+    return atrest.create_keyring(folder, node)

@@ -195,3 +195,16 @@ CREATE INDEX relay_outbox_pending ON relay_outbox (id) WHERE done_ms IS NULL
 """
 RELAY_MIGRATIONS: list[tuple[str, str]] = [("0200_relay_outbox", _RELAY)]
 MIGRATIONS += RELAY_MIGRATIONS
+
+# Offline leases (central.leases, SPEC §7.11): per-node duration override and the last lease issued.
+_LEASES = """
+CREATE TABLE node_leases (
+    node       TEXT PRIMARY KEY REFERENCES nodes (node),
+    hours      INTEGER CHECK (hours IS NULL OR hours BETWEEN 1 AND 2160),  -- NULL: the hub's lease_hours
+    epoch      INTEGER,
+    issued_ms  INTEGER,
+    expires_ms INTEGER
+) STRICT
+"""
+LEASE_MIGRATIONS: list[tuple[str, str]] = [("0300_node_leases", _LEASES)]
+MIGRATIONS += LEASE_MIGRATIONS

@@ -42,3 +42,15 @@ def keyring(folder: Path, node: str = "CN01") -> Any:
     if (folder / atrest.DATAKEY_FILE).exists():
         return atrest.unlock(folder)
     return atrest.create_keyring(folder, node)
+
+
+def node_db(path: Path, *, readonly: bool = False) -> Any:
+    """A blocking connection to a node's encrypted database (node.dbcipher), keyed from its folder."""
+    from node import atrest
+    from node.dbcipher import connect
+
+    path = Path(path)
+    key = atrest.unlock(path.parent).db_key
+    if readonly:
+        return connect(f"file:{path}?mode=ro", key, uri=True)
+    return connect(path, key)

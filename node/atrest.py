@@ -367,7 +367,7 @@ def create_keyring(
     if (data_dir / DATAKEY_FILE).exists():
         raise DataKeyError(f"{data_dir / DATAKEY_FILE} đã tồn tại; không ghi đè khóa dữ liệu")
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info: dict[str, Any] = {"format": FORMAT, "node": node_id, "source": source}
+    info: dict[str, Any] = {"format": FORMAT, "node": node_id, "source": source, "id": secrets.token_hex(8)}
     kek = _new_kek(data_dir, info, passphrase, key_file, credential)
     ring = Keyring(
         data_dir=data_dir,
@@ -418,9 +418,12 @@ def unlock(
     data_dir = Path(data_dir).absolute()
     with _lock:
         ring = _unlocked.get(data_dir)
-    if ring is not None:
+    # the same keyring still on disk (a rewrap keeps its id)? A folder replaced by another node's
+    # files (restore, tests) has another keyring: unlock that one instead
+    if ring is not None and read_info(data_dir).get("id") == ring.info.get("id"):
         ring.max_messages = max_messages
         return ring
+    forget(data_dir)
     ring = _open(data_dir, passphrase, max_messages)
     with _lock:
         return _unlocked.setdefault(data_dir, ring)

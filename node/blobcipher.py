@@ -27,6 +27,7 @@ import os
 import secrets
 import struct
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
@@ -35,7 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from node.atrest import Keyring
-from node.errors import BlobAuthFailed, DataKeyError
+from node.errors import BlobAuthFailed
 
 __all__ = [
     "ENC_CHUNK",
@@ -45,6 +46,7 @@ __all__ = [
     "DecryptingReader",
     "ciphertext_size",
     "encrypt_chunks",
+    "seal_file",
 ]
 
 MAGIC = b"MCBE"
@@ -98,6 +100,33 @@ def encrypt_chunks(
     yield aead.encrypt(_nonce(prefix, index, True), bytes(pending), aad)
 
 
+def seal_file(ring: Keyring, source: Path, target: Path) -> str:
+    """Encrypt the file ``source`` into ``target`` (temp name, fsync, rename) and delete ``source``.
+
+    For copies kept outside the blob store (a scanner's ``rejected/`` files): the same format, with the
+    plaintext SHA-256 in the AAD; returns that hash. ``source`` is read twice (hash, then encrypt).
+    """
+    import hashlib
+    import tempfile
+
+    with open(source, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        handle.seek(0)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for sealed in encrypt_chunks(ring, digest, iter(lambda: handle.read(ENC_CHUNK), b"")):
+                    out.write(sealed)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    os.unlink(source)
+    return digest
+
+
 class DecryptingReader(io.RawIOBase):
     """A read-only, seekable plaintext view of one encrypted blob file; authenticates chunk by chunk."""
 
@@ -116,7 +145,7 @@ class DecryptingReader(io.RawIOBase):
         master = ring.blob_keys.get(generation)
         if master is None:
             raw.close()
-            raise DataKeyError(f"không có khóa thế hệ {generation} cho tệp {sha256}")
+            raise BlobAuthFailed(detail=f"{sha256}: no key generation {generation} (changed header?)")
         self._chunk, self._prefix = chunk, prefix
         self._aead, self._aad = _blob_key(master, salt), _aad(header, sha256, ring.node_id)
         body = os.fstat(raw.fileno()).st_size - HEADER_SIZE
@@ -187,9 +216,14 @@ class DecryptingReader(io.RawIOBase):
     def read(self, size: int | None = -1) -> bytes:  # type: ignore[override]
         if size is None or size < 0:
             return self.readall()
-        buf = bytearray(size)
-        n = self.readinto(buf)
-        return bytes(buf[:n])
+        out = bytearray()
+        while len(out) < size:  # across chunk boundaries: a short read only at the end
+            buf = bytearray(size - len(out))
+            n = self.readinto(buf)
+            if not n:
+                break
+            out += buf[:n]
+        return bytes(out)
 
     def close(self) -> None:
         try:

@@ -432,7 +432,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     command = args.command
     if command == "keys":
         return keycli.run(args, _load(args), out, err)
-    if command not in ("init", "serve"):
+    if command not in ("init", "serve", "scanner", "printer"):  # those never read the data
         _unlock_for(args)
     if command in opscli.COMMANDS:
         return opscli.run(args, out, err)

@@ -94,9 +94,10 @@ def integrity_errors(path: str | Path, key: bytes) -> list[str]:
     con = connect(path, key)
     try:
         out = [str(r[0]) for r in con.execute("PRAGMA cipher_integrity_check").fetchall()]
+        if out:  # a page that fails its HMAC cannot be read: integrity_check would only fail on it
+            return out
         rows = con.execute("PRAGMA integrity_check").fetchall()
-        out += [str(r[0]) for r in rows if r[0] != "ok"]
-        return out
+        return [str(r[0]) for r in rows if r[0] != "ok"]
     finally:
         con.close()
 

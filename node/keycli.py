@@ -8,7 +8,7 @@
   every blob file.
 
 A command on a node whose key source is 'passphrase' asks for the passphrase on the terminal, or reads
-``MOTCUA_NODE_PASSPHRASE`` (scripts, tests); 'file' and 'systemd-creds' unlock without a prompt.
+``MOTCUA_DATA_PASSPHRASE`` (scripts, tests); 'file' and 'systemd-creds' unlock without a prompt.
 """
 
 from __future__ import annotations
@@ -17,32 +17,44 @@ import argparse
 import getpass
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 from node import atrest
 from node.config import NodeConfig
-from node.errors import DataKeyError, InvalidInput
+from node.errors import DataKeyError, DataLocked, InvalidInput
 
 __all__ = ["PASSPHRASE_ENV", "add_parsers", "ensure_unlocked", "new_passphrase", "run"]
 
-PASSPHRASE_ENV = "MOTCUA_NODE_PASSPHRASE"
+PASSPHRASE_ENV = "MOTCUA_DATA_PASSPHRASE"
+
+
+def _prompt(prompt: str) -> str:
+    if not sys.stdin.isatty():
+        raise DataLocked(
+            f"Cần mật khẩu dữ liệu: chạy lệnh trong một terminal hoặc đặt biến môi trường {PASSPHRASE_ENV}."
+        )
+    try:
+        return getpass.getpass(prompt)
+    except EOFError:
+        raise DataLocked("Chưa nhập mật khẩu dữ liệu.") from None
 
 
 def _ask(prompt: str) -> str:
     env = os.environ.get(PASSPHRASE_ENV)
     if env is not None:
         return env
-    return getpass.getpass(prompt)
+    return _prompt(prompt)
 
 
 def new_passphrase() -> str:
-    """A new data passphrase: ``MOTCUA_NODE_NEW_PASSPHRASE`` / ``MOTCUA_NODE_PASSPHRASE`` or asked twice."""
-    env = os.environ.get("MOTCUA_NODE_NEW_PASSPHRASE") or os.environ.get(PASSPHRASE_ENV)
+    """A new data passphrase: ``MOTCUA_DATA_NEW_PASSPHRASE`` / ``MOTCUA_DATA_PASSPHRASE`` or asked twice."""
+    env = os.environ.get("MOTCUA_DATA_NEW_PASSPHRASE") or os.environ.get(PASSPHRASE_ENV)
     if env is not None:
         return env
-    first = getpass.getpass("Mật khẩu dữ liệu mới: ")
-    if getpass.getpass("Nhập lại mật khẩu dữ liệu: ") != first:
+    first = _prompt("Mật khẩu dữ liệu mới: ")
+    if _prompt("Nhập lại mật khẩu dữ liệu: ") != first:
         raise InvalidInput({"passphrase": "Hai lần nhập mật khẩu không khớp."})
     return first
 

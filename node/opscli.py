@@ -105,7 +105,7 @@ async def _restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     with _progress(err, "restore", args.source.stat().st_size) as bar:
         config, manifest = await restore_backup(
-            args.source, args.data, progress=bar.update, passphrase=os.environ.get("MOTCUA_NODE_PASSPHRASE")
+            args.source, args.data, progress=bar.update, passphrase=os.environ.get("MOTCUA_DATA_PASSPHRASE")
         )
     out.write(f"restored {config.node_id} from backup of {manifest.created_ms} into {config.data_dir}\n")
     if args.token is None and not args.standalone:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from node.blobcipher import seal_file
 from node.blobs import BlobStore, StagedBlob, fsync_dir, link_blobs, register_blob
 from node.errors import NodeError, StorageError
 from node.scan_inbox import OnScan, RegisteredScan, add_unassigned, find_by_content, insert_scan
@@ -221,8 +222,9 @@ class ScanIntake:
             os.unlink(path)  # never keep a link to who-knows-where in a folder staff open
             moved_note = "Liên kết tượng trưng đã bị xoá khỏi thư mục quét (không đọc nội dung)."
         else:
-            try:
-                os.rename(path, target)
+            try:  # kept encrypted (RELIABILITY P1): a rejected ID-card scan is still personal data
+                sha = seal_file(self.blobs.keyring, path, target)
+                moved_note = f"Tệp được lưu dạng mã hóa (SHA-256 bản gốc {sha})."
             except FileNotFoundError:
                 moved_note = "Tệp đã biến mất khỏi thư mục quét trước khi được chuyển."
         reason = target.with_name(target.name + ".reason.txt")

@@ -28,6 +28,7 @@ MATRIX: list[tuple[str, str, dict[str, int]]] = [
     ("POST", "/admin/nodes/invite", {ANON: 401, VIEWER: 403, OFFICER: 403, ADMIN: 400}),
     ("POST", "/admin/nodes/CN01/revoke", {ANON: 401, VIEWER: 403, OFFICER: 403, ADMIN: 400}),
     ("POST", "/admin/nodes/CN01/release", {ANON: 401, VIEWER: 403, OFFICER: 403, ADMIN: 400}),
+    ("POST", "/admin/nodes/CN01/lease", {ANON: 401, VIEWER: 403, OFFICER: 403, ADMIN: 303}),
     ("POST", "/admin/review/quarantine/CN01/1/2", {ANON: 401, VIEWER: 403, OFFICER: 403, ADMIN: 400}),
     (
         "POST",

@@ -101,7 +101,9 @@ def encrypt_chunks(
 
 
 def seal_file(ring: Keyring, source: Path, target: Path) -> str:
-    """Encrypt the file ``source`` into ``target`` (temp name, fsync, rename) and delete ``source``.
+    """Encrypt the file ``source`` into ``target`` (temp name, fsync, rename); ``source`` is gone after.
+
+    ``target`` may be ``source`` itself: the ciphertext replaces the plaintext in one rename.
 
     For copies kept outside the blob store (a scanner's ``rejected/`` files): the same format, with the
     plaintext SHA-256 in the AAD; returns that hash. ``source`` is read twice (hash, then encrypt).
@@ -123,7 +125,8 @@ def seal_file(ring: Keyring, source: Path, target: Path) -> str:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-    os.unlink(source)
+    if Path(source).absolute() != Path(target).absolute():
+        os.unlink(source)
     return digest
 
 

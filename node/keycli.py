@@ -5,7 +5,10 @@
   another source); asks the current secret first. Data is not re-encrypted;
 - ``keys rotate``: a new blob-key generation now (old ones stay for reading);
 - ``keys check``: SQLCipher ``cipher_integrity_check`` of every database page and authentication of
-  every blob file.
+  every blob file;
+- ``keys encrypt``: the upgrade of a node created before encryption at rest: new keys by the configured
+  ``key_source``, the plaintext database exported into an encrypted one (``sqlcipher_export``), every
+  plaintext blob file re-written encrypted at its address (resumable: encrypted files are skipped).
 
 A command on a node whose key source is 'passphrase' asks for the passphrase on the terminal, or reads
 ``MOTCUA_DATA_PASSPHRASE`` (scripts, tests); 'file' and 'systemd-creds' unlock without a prompt.
@@ -79,6 +82,7 @@ def add_parsers(sub: Any) -> None:
         ("rotate", "start a new blob-key generation now"),
         ("check", "authenticate every database page and every blob file"),
         ("rewrap", "wrap the data key under a new passphrase or another key source"),
+        ("encrypt", "encrypt a node created before encryption at rest (stop serve first)"),
     ):
         p = keys.add_parser(name, help=text)
         p.add_argument("--data", required=True, type=Path, help="state directory of the node")
@@ -106,6 +110,8 @@ def run(args: argparse.Namespace, config: NodeConfig, out: TextIO, err: TextIO) 
         if source != config.key_source:
             err.write(f'Hãy đặt key_source = "{source}" trong node.toml.\n')
         return 0
+    if command == "encrypt":
+        return _encrypt_existing(config, err)
     ring = ensure_unlocked(config)
     if command == "rotate":
         with ring._lock:
@@ -147,4 +153,40 @@ def _check(config: NodeConfig, ring: atrest.Keyring, out: TextIO) -> int:
     out.write(f"database ok={not any(p for p in problems if not p.startswith('blob'))} blobs {count}\n")
     if problems:
         raise DataKeyError(f"{len(problems)} lỗi toàn vẹn dữ liệu mã hóa")
+    return 0
+
+
+def _encrypt_existing(config: NodeConfig, err: TextIO) -> int:
+    """Encrypt a node's plaintext database and blob files in place (the node must not be serving)."""
+    import hashlib
+
+    from node.blobcipher import MAGIC, seal_file
+    from node.dbcipher import encrypt_plaintext, is_plaintext
+    from node.instance import instance_lock
+    from node.provision import create_data_key
+
+    with instance_lock(config.data_dir):
+        if (config.data_dir / atrest.DATAKEY_FILE).exists():
+            ring = ensure_unlocked(config)
+        else:
+            ring = create_data_key(config, new_passphrase() if config.key_source == "passphrase" else None)
+        if is_plaintext(config.db_path):
+            encrypt_plaintext(config.db_path, ring.db_key)
+            err.write(f"Đã mã hóa cơ sở dữ liệu {config.db_path}.\n")
+        done = 0
+        objects = config.blob_dir / "sha256"
+        for path in sorted(objects.glob("*/*")) if objects.is_dir() else ():
+            with open(path, "rb") as handle:
+                if handle.read(4) == MAGIC:
+                    continue
+                handle.seek(0)
+                digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            if digest != path.name:
+                raise DataKeyError(f"tệp {path} không khớp SHA-256 của nó; chạy 'motcua-node verify' trước")
+            seal_file(ring, path, path)  # the ciphertext replaces the plaintext in one rename
+            done += 1
+        import shutil
+
+        shutil.rmtree(config.data_dir / "cache" / "thumbnails", ignore_errors=True)  # old plaintext PNGs
+        err.write(f"Đã mã hóa {done} tệp trong kho lưu trữ.\n")
     return 0

@@ -233,3 +233,40 @@ def test_stage_file_refuses_bytes_that_change_between_the_passes(tmp_path: Path)
     with pytest.raises(Exception, match="thay đổi"):
         store.stage_file(Shifty(b"x" * 1000), 1000)
     assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
+
+
+async def test_keys_encrypt_upgrades_a_plaintext_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node from before encryption at rest: plaintext database and blob files, no datakey.json."""
+    import sqlite3
+
+    from node.cli import main
+    from tests.node.samples import make_pdf
+
+    config = await init_node(tmp_path / "old", node_id="CN01", unit_code=UNIT, name="Chi nhánh")
+    ring = atrest.keyring_for(config.data_dir)
+    store = BlobStore(config.data_dir, low_disk_bytes=0, keyring=ring)
+    pdf = make_pdf(2, "old scan")
+    sha = store.stage_bytes(pdf).sha256
+    # turn it back into what an old node had on disk
+    plain = tmp_path / "plain.sqlite3"
+    con = connect(config.db_path, ring.db_key)
+    con.execute(f"ATTACH DATABASE '{plain}' AS p KEY ''")
+    con.execute("SELECT sqlcipher_export('p')")
+    con.execute("DETACH DATABASE p")
+    con.close()
+    os.replace(plain, config.db_path)
+    for suffix in ("-wal", "-shm"):
+        Path(str(config.db_path) + suffix).unlink(missing_ok=True)
+    store.path_for(sha).write_bytes(pdf)
+    for name in (atrest.DATAKEY_FILE, atrest.KEK_FILE, atrest.USAGE_FILE):
+        (config.data_dir / name).unlink(missing_ok=True)
+    atrest.forget(config.data_dir)
+    assert sqlite3.connect(config.db_path).execute("SELECT count(*) FROM entries").fetchone() == (1,)
+
+    assert main(["keys", "encrypt", "--data", str(config.data_dir)]) == 0
+    assert not is_plaintext(config.db_path) and b"%PDF" not in store.path_for(sha).read_bytes()
+    ring = atrest.keyring_for(config.data_dir)
+    assert BlobStore(config.data_dir, low_disk_bytes=0, keyring=ring).read_bytes(sha) == pdf
+    assert integrity_errors(config.db_path, ring.db_key) == []
+    assert main(["keys", "encrypt", "--data", str(config.data_dir)]) == 0  # again: nothing left to do
+    assert main(["keys", "check", "--data", str(config.data_dir)]) == 0

@@ -216,7 +216,8 @@ def read_info(data_dir: Path) -> dict[str, Any]:
         info = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
         raise DataKeyError(
-            f"không tìm thấy {path}: máy trạm chưa có khóa dữ liệu (chạy 'motcua-node init')"
+            f"không tìm thấy {path}: máy trạm chưa có khóa dữ liệu (máy trạm mới: 'motcua-node init'; "
+            "máy trạm tạo trước khi có mã hóa dữ liệu: 'motcua-node keys encrypt')"
         ) from None
     except ValueError as exc:
         raise DataKeyError(f"{path}: không đọc được: {exc}") from None

@@ -47,7 +47,7 @@ class CentralConfig:
     lease_hours: int = _f(
         72,
         "Offline lease: hours a node may show personal data after its last sync (renewed at every "
-        "heartbeat); per node: 'motcua-central node-lease' or the node page.",
+        "heartbeat); per node: 'motcua-central node lease ID --hours N' or the node page.",
     )
     verify_threads: int = _f(2, "Threads checking Ed25519 signatures of pushed entries.")
     track_rate_per_min: int = _f(30, "Public tracking lookups allowed per client IP per minute.")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import stat
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -111,7 +112,11 @@ def seal_file(ring: Keyring, source: Path, target: Path) -> str:
     import hashlib
     import tempfile
 
-    with open(source, "rb") as handle:
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # never block on a FIFO or read a device
+        os.close(fd)
+        raise OSError(f"{source}: not a regular file")
+    with os.fdopen(fd, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
         handle.seek(0)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

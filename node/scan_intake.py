@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -222,9 +223,12 @@ class ScanIntake:
             os.unlink(path)  # never keep a link to who-knows-where in a folder staff open
             moved_note = "Liên kết tượng trưng đã bị xoá khỏi thư mục quét (không đọc nội dung)."
         else:
-            try:  # kept encrypted (RELIABILITY P1): a rejected ID-card scan is still personal data
-                sha = seal_file(self.blobs.keyring, path, target)
-                moved_note = f"Tệp được lưu dạng mã hóa (SHA-256 bản gốc {sha})."
+            try:
+                if stat.S_ISREG(os.lstat(path).st_mode):  # kept encrypted (RELIABILITY P1): a rejected
+                    sha = seal_file(self.blobs.keyring, path, target)  # ID-card scan is personal data
+                    moved_note = f"Tệp được lưu dạng mã hóa (SHA-256 bản gốc {sha})."
+                else:  # a FIFO or device holds no bytes of its own: moved aside, never opened
+                    os.rename(path, target)
             except FileNotFoundError:
                 moved_note = "Tệp đã biến mất khỏi thư mục quét trước khi được chuyển."
         reason = target.with_name(target.name + ".reason.txt")

@@ -235,7 +235,7 @@ def test_stage_file_refuses_bytes_that_change_between_the_passes(tmp_path: Path)
     assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
 
 
-async def test_keys_encrypt_upgrades_a_plaintext_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_keys_encrypt_upgrades_a_plaintext_node(tmp_path: Path) -> None:
     """A node from before encryption at rest: plaintext database and blob files, no datakey.json."""
     import sqlite3
 

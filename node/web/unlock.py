@@ -11,6 +11,7 @@ accounts live in the encrypted database, so this page cannot ask who is unlockin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import logging
 import secrets
@@ -21,6 +22,7 @@ from aiohttp import web
 from node import sdnotify
 from node.config import NodeConfig
 from node.errors import DataKeyError, WrongDataKey
+from node.service import watch
 
 __all__ = ["unlock_app", "wait_for_unlock"]
 
@@ -116,8 +118,20 @@ async def wait_for_unlock(
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
         announce(f"======== Locked: unlock the data at http://{host}:{port}/ ========")
-        sdnotify.notify("READY=1\nSTATUS=Đang chờ mở khóa dữ liệu (Mở khóa dữ liệu)")
-        await done.wait()
-        await asyncio.sleep(0.2)  # the answer to the unlocking POST leaves first
+        status = "Đang chờ mở khóa dữ liệu (Mở khóa dữ liệu)"
+        sdnotify.notify(f"READY=1\nSTATUS={status}")
+        # the unit's WatchdogSec= runs while the page waits: keep pinging, or systemd restarts it
+        watchdog = asyncio.create_task(watch(_nothing_wrong, ok_status=status), name="systemd-watchdog")
+        try:
+            await done.wait()
+            await asyncio.sleep(0.2)  # the answer to the unlocking POST leaves first
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
     finally:
         await runner.cleanup()
+
+
+async def _nothing_wrong() -> list[str]:
+    return []

@@ -270,3 +270,35 @@ async def test_keys_encrypt_upgrades_a_plaintext_node(tmp_path: Path) -> None:
     assert integrity_errors(config.db_path, ring.db_key) == []
     assert main(["keys", "encrypt", "--data", str(config.data_dir)]) == 0  # again: nothing left to do
     assert main(["keys", "check", "--data", str(config.data_dir)]) == 0
+
+
+async def test_unlock_page_checks_token_origin_and_passphrase(tmp_path: Path, aiohttp_client: object) -> None:
+    import asyncio
+    import re
+
+    from node.config import build
+    from node.web.unlock import unlock_app
+
+    config = build({"node_id": "VAN03", "unit_code": UNIT, "name": "Xe 3"}, tmp_path)
+    done = asyncio.Event()
+    tried: list[str] = []
+
+    def unlock(passphrase: str) -> None:
+        tried.append(passphrase)
+        if passphrase != PASSPHRASE:
+            raise WrongDataKey()
+
+    client = await aiohttp_client(unlock_app(config, done, unlock))  # type: ignore[operator]
+    page = await client.get("/ho-so/000.00.01.H26-261122-0001")
+    assert page.status == 423 and "Mở khóa dữ liệu" in await page.text()
+    assert (await client.get("/healthz")).status == 503
+    csrf = re.search(r'name="csrf" value="([^"]+)"', await page.text())[1]  # type: ignore[index]
+    assert (await client.post("/mo-khoa", data={"csrf": "x", "passphrase": PASSPHRASE})).status == 403
+    cross = await client.post(
+        "/mo-khoa", data={"csrf": csrf, "passphrase": PASSPHRASE}, headers={"Origin": "http://evil.example"}
+    )
+    assert cross.status == 403 and tried == []  # neither reached the key
+    wrong = await client.post("/mo-khoa", data={"csrf": csrf, "passphrase": "sai"})
+    assert wrong.status == 403 and "Sai mật khẩu dữ liệu" in await wrong.text() and not done.is_set()
+    right = await client.post("/mo-khoa", data={"csrf": csrf, "passphrase": PASSPHRASE})
+    assert right.status == 200 and done.is_set() and tried == ["sai", PASSPHRASE]

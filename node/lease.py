@@ -74,8 +74,8 @@ async def lock_state(store: object, now_ms: int) -> LockState:
             True,
             "revoked",
             expires,
-            "Trung tâm đã thu hồi máy trạm này: đã khóa xem dữ liệu cá nhân (hồ sơ, tra cứu, bản quét). "
-            "Liên hệ quản trị viên để ghi danh lại máy trạm.",
+            "Máy trạm đã bị thu hồi: trung tâm đã thu hồi máy trạm này nên đã khóa xem dữ liệu cá nhân "
+            "(hồ sơ, tra cứu, bản quét). Liên hệ quản trị viên để ghi danh lại máy trạm.",
         )
     if lease is None:
         return LockState(False, "none", None, "")

@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.nodeside import bench_keyring
 from bench.report import figure
 from node.blobs import BLOBS_SQL, BlobStore, register_blob
 from node.forms import FORMS, render
@@ -65,7 +66,7 @@ def _raw_write_fsync(sources: list[Path], out_dir: Path) -> float:
 async def _ingest(sources: list[Path], state: Path) -> float:
     import aiosqlite
 
-    store = BlobStore(state, low_disk_bytes=0)
+    store = BlobStore(state, low_disk_bytes=0, keyring=bench_keyring(state))
     db = await aiosqlite.connect(state / "node.sqlite3", isolation_level=None)
     await db.execute("PRAGMA journal_mode=WAL")
     await db.execute("PRAGMA synchronous=FULL")

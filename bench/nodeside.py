@@ -208,6 +208,16 @@ class NodeStore:
         return list(await self.db.execute_fetchall(sql, args))
 
 
+def bench_keyring(root: Path, node: str = "CN01") -> Any:
+    """The data keyring of a benchmark folder (the 'file' source, created on first use): blobs are
+    encrypted as on a real node."""
+    from node import atrest
+
+    if (root / atrest.DATAKEY_FILE).exists():
+        return atrest.unlock(root)
+    return atrest.create_keyring(root, node)
+
+
 @dataclass
 class NodeLog:
     """A node's state directory: its SQLite log and its blob store, and the sync client over them."""
@@ -221,7 +231,9 @@ class NodeLog:
     async def create(cls, node: str, root: Path, blobs: BlobStore | None = None) -> NodeLog:
         root.mkdir(parents=True, exist_ok=True)
         store = await NodeStore.open(root / "node.sqlite3")
-        return cls(node, root, store, blobs or BlobStore(root, low_disk_bytes=0))
+        return cls(
+            node, root, store, blobs or BlobStore(root, low_disk_bytes=0, keyring=bench_keyring(root, node))
+        )
 
     async def load(self, entries: Sequence[Entry]) -> None:
         """Insert signed entries as the journal would have (one transaction: setup, not timed)."""
@@ -259,6 +271,7 @@ class NodeLog:
             self.blobs.path_for,
             wall=lambda: time.time_ns() // 1_000_000,
             data_dir=self.root,
+            read_range=self.blobs.read_range,
         )
         return SyncClient(self.node, epoch, key, hub_key, local, HttpTransport(base), **kw)
 

@@ -43,7 +43,7 @@ import aiohttp
 
 from bench import pouchdb
 from bench.hubproc import HubProcess
-from bench.nodeside import NodeLog, enroll, sign_log
+from bench.nodeside import NodeLog, bench_keyring, enroll, sign_log
 from bench.report import figure
 from bench.upload_sink import upload
 from node.blobs import BlobStore
@@ -132,7 +132,7 @@ def _scan_files(root: Path, count: int, size: int) -> tuple[BlobStore, list[Mani
     """``count`` distinct random scans of ``size`` bytes, staged durably in a node blob store."""
     from protocol import manifest_for_bytes
 
-    store = BlobStore(root, low_disk_bytes=0)
+    store = BlobStore(root, low_disk_bytes=0, keyring=bench_keyring(root))
     manifests, paths = [], []
     base = os.urandom(size)
     for i in range(count):

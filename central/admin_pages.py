@@ -16,6 +16,7 @@ from aiohttp import web
 from markupsafe import Markup
 
 from central.charts import Point, bar_chart, line_chart
+from central.leases import MAX_HOURS, Leases
 from central.nodehealth import KIND_LABELS, assess, read_facts
 from central.web import WEB, PageError, WebContext, need, render
 from protocol import Entry, Heartbeat, decode, fingerprint
@@ -40,7 +41,9 @@ async def _table_context(request: web.Request) -> dict[str, Any]:
     rows = await ctx.health()
     shown = [h for h in rows if kind is None or h.facts.kind == kind]
     counts = {level: sum(1 for h in rows if h.severity == level) for level in range(5)}
-    return {"rows": shown, "kind": kind, "kinds": KIND_LABELS, "now": ctx.hub.clock(), "counts": counts}
+    now = ctx.hub.clock()
+    leases = await Leases(ctx.hub.store, ctx.config.lease_hours).views(now)
+    return {"rows": shown, "kind": kind, "kinds": KIND_LABELS, "now": now, "counts": counts, "leases": leases}
 
 
 @routes.get("/admin")
@@ -154,6 +157,25 @@ async def _forks(ctx: WebContext, node: str) -> list[dict[str, Any]]:
     return evidence
 
 
+@routes.post("/admin/nodes/{node}/lease")
+async def set_lease(request: web.Request) -> web.StreamResponse:
+    """An admin sets the node's offline lease (hours; empty = the hub default). Applies at its next sync."""
+    session = need(request, "admin")
+    ctx = request.app[WEB]
+    node = request.match_info["node"]
+    if await ctx.hub.registry.node(node) is None:
+        raise PageError(404, f"Không có nút {node}.")
+    form = await request.post()
+    text = str(form.get("hours", "")).strip()
+    if text and (not text.isdigit() or not 1 <= int(text) <= MAX_HOURS):
+        raise PageError(
+            400, f"Thời hạn giấy phép ngoại tuyến là số giờ từ 1 đến {MAX_HOURS} (để trống: mặc định)."
+        )
+    await Leases(ctx.hub.store, ctx.config.lease_hours).set_hours(node, int(text) if text else None)
+    await ctx.audit(session.user.username, "lease", f"{node} {text or 'default'} h")
+    raise web.HTTPSeeOther(f"/admin/nodes/{node}")
+
+
 @routes.get("/admin/nodes/{node}")
 async def node_page(request: web.Request) -> web.Response:
     session = need(request, *VIEW)
@@ -184,6 +206,7 @@ async def node_page(request: web.Request) -> web.Response:
         "events": await _events(ctx, node),
         "forks": await _forks(ctx, node),
         "epochs": epochs,
+        "lease": (await Leases(ctx.hub.store, ctx.config.lease_hours).views(now)).get(node),
         "quarantined": quarantined,
         "alarms": alarms,
         "can_act": session.user.role == "admin",

@@ -176,6 +176,19 @@ def cmd_node(args: argparse.Namespace) -> int:
         )
         return 0
 
+    async def lease(hub: Hub) -> int:
+        from central.leases import Leases
+
+        leases = Leases(hub.store, hub.config.lease_hours)
+        if await hub.registry.node(args.id) is None:
+            raise SystemExit(f"unknown node {args.id}")
+        if args.hours is not None or args.default:
+            await leases.set_hours(args.id, None if args.default else args.hours)
+        view = (await leases.views(now_ms()))[args.id]
+        print(f"{args.id} lease {view.hours} h{' (node)' if view.custom else ' (hub default)'} {view.state}"
+              f" expires_ms={view.expires_ms}")  # fmt: skip
+        return 0
+
     work = {
         "invite": invite,
         "list": listing,
@@ -183,6 +196,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         "release": release,
         "rotations": rotations,
         "approve-rotation": approve_rotation,
+        "lease": lease,
     }[args.node_command]
     return int(asyncio.run(_with_hub(args, work)))
 
@@ -349,6 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as", dest="as_user", required=True, help="your web user name (an admin)")
     p.add_argument("--fingerprint", required=True, help="the new key's fingerprint the branch read out")
     p.add_argument("--password-stdin", action="store_true", help="read your password from standard input")
+    p = node.add_parser("lease", help="show or set a node's offline lease (hours of PII access unsynced)")
+    p.add_argument("id")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--hours", type=int, help="lease length for this node (1..2160)")
+    group.add_argument("--default", action="store_true", help="back to the hub's lease_hours")
     for p in node.choices.values():
         p.set_defaults(func=cmd_node)
     officer = sub.add_parser("officer", help="officers").add_subparsers(dest="officer_command", required=True)

@@ -45,6 +45,11 @@ class CentralConfig:
     max_push_entries: int = _f(2000, "Most entries in one push batch.")
     push_rate_per_s: int = _f(20000, "Entries per second one node may push (token bucket, burst of 2 s).")
     invite_ttl_h: int = _f(72, "Hours an enrollment token stays valid.")
+    lease_hours: int = _f(
+        72,
+        "Offline lease: hours a node may show personal data after its last sync (renewed at every "
+        "heartbeat); per node: 'motcua-central node lease ID --hours N' or the node page.",
+    )
     verify_threads: int = _f(2, "Threads checking Ed25519 signatures of pushed entries.")
     track_rate_per_min: int = _f(30, "Public tracking lookups allowed per client IP per minute.")
     skew_warn_s: int = _f(120, "Flag a node whose request clock differs from hub time by more than this.")
@@ -75,6 +80,7 @@ class CentralConfig:
             "max_push_entries",
             "push_rate_per_s",
             "invite_ttl_h",
+            "lease_hours",
             "verify_threads",
             "track_rate_per_min",
             "skew_warn_s",

@@ -224,3 +224,16 @@ CREATE TABLE rotation_approvals (
 ) STRICT
 """
 MIGRATIONS += [("0300_node_key_rotation", _NODE_ROTATION)]
+
+# Offline leases (central.leases, SPEC §7.12): per-node duration override and the last lease issued.
+_LEASES = """
+CREATE TABLE node_leases (
+    node       TEXT PRIMARY KEY REFERENCES nodes (node),
+    hours      INTEGER CHECK (hours IS NULL OR hours BETWEEN 1 AND 2160),  -- NULL: the hub's lease_hours
+    epoch      INTEGER,
+    issued_ms  INTEGER,
+    expires_ms INTEGER
+) STRICT
+"""
+LEASE_MIGRATIONS: list[tuple[str, str]] = [("0310_node_leases", _LEASES)]
+MIGRATIONS += LEASE_MIGRATIONS

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from central.errors import BadRequest, Forbidden, NotFound, TooLarge, Unauthorized
 from central.hub import HUB, Hub
+from central.leases import Leases
 from central.mailbox import BROADCAST, HUB_EPOCH
 from central.registry import NodeInfo
 from protocol import (
@@ -304,5 +305,11 @@ async def heartbeat(request: web.Request) -> web.Response:
         beat = Heartbeat.from_wire(decode(caller.body, max_bytes=64 * 1024))
     except ProtocolError as exc:
         raise BadRequest(exc.code, exc.reason) from None
-    skew = await hub.heartbeats.record(caller.info.node, beat, now=hub.clock())
-    return json_response({"hub_time": hub.clock(), "skew_ms": skew})
+    now = hub.clock()
+    skew = await hub.heartbeats.record(caller.info.node, beat, now=now)
+    answer: dict[str, object] = {"hub_time": now, "skew_ms": skew}
+    if caller.info.status != "revoked":  # the offline lease (SPEC §7.12); a revoked node never gets one
+        leases = Leases(hub.store, hub.config.lease_hours)
+        lease = await leases.issue(caller.info.node, caller.epoch, hub.hub_key, now)
+        answer["lease"] = lease.to_wire()
+    return json_response(answer)

@@ -10,7 +10,7 @@ banner/panel context of staff pages.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from node.config import NodeConfig
 from node.devices import DEVICES, devices_ctx, devices_status
 from node.errors import error_middleware
 from node.hubdata import apply_hub_data
+from node.lease import pii_lock_middleware
 from node.monitoring import METRICS, NodeMonitor, metrics_handler
 from node.provision import Node
 from node.sync_service import SYNC, SyncService
@@ -58,8 +59,12 @@ def make_app(
     calendar: Calendar | None = None,
     lookup_iterations: int | None = None,
     print_poll: float = 5.0,
+    clock: Callable[[], int] | None = None,
 ) -> web.Application:
-    """The application for ``config``; the node opens when the app starts and closes when it stops."""
+    """The application for ``config``; the node opens when the app starts and closes when it stops.
+
+    ``clock`` (unix ms) decides whether the hub's offline lease has expired (node.lease); tests inject it.
+    """
 
     async def sessions(token: str | None) -> Session | None:
         return await app[NODE].auth.session(token)
@@ -72,6 +77,7 @@ def make_app(
             error_middleware(pages.render_error),
             security_middleware(lambda: sessions, lambda: bearer),
             devices_web.context_middleware,
+            pii_lock_middleware(lambda: app[NODE].store if NODE in app else None, clock),  # type: ignore[list-item]
         ],
         client_max_size=1024 * 1024,
     )

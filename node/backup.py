@@ -28,7 +28,6 @@ import io
 import json
 import os
 import re
-import sqlite3
 import tarfile
 import tempfile
 import time
@@ -37,8 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from node.blobs import fsync_dir
+from node.atrest import DATAKEY_FILE, KEK_FILE, keyring_for, read_info
+from node.blobs import BlobStore, fsync_dir
 from node.config import CONFIG_FILE
+from node.dbcipher import connect
 from node.errors import NodeError
 
 __all__ = [
@@ -113,14 +114,19 @@ class _Hashing:
         return data
 
 
-def snapshot_database(source: Path, target: Path) -> None:
-    """A consistent copy of a live SQLite database via the online backup API, integrity-checked."""
+def snapshot_database(source: Path, target: Path, key: bytes | None = None) -> None:
+    """A consistent copy of a live SQLite database via the online backup API, integrity-checked.
+
+    The copy is encrypted with the same database key (SQLCipher pages are copied as they are): no
+    plaintext copy of the database exists at any point. ``key`` defaults to the unlocked keyring's.
+    """
     if not source.exists():
         raise BackupError(f"không tìm thấy cơ sở dữ liệu {source}")
-    src = sqlite3.connect(source, timeout=30)
+    key = key or keyring_for(source.parent).db_key
+    src = connect(source, key, timeout=30)
     try:
         src.execute("PRAGMA query_only=1")
-        dst = sqlite3.connect(target)
+        dst = connect(target, key)
         try:
             src.backup(dst)  # pages=-1: one step, one read transaction, one consistent snapshot
             dst.execute("PRAGMA journal_mode=DELETE")  # a standalone file, no -wal beside it
@@ -136,8 +142,8 @@ def snapshot_database(source: Path, target: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _heads(db_path: Path, node_id: str) -> list[dict[str, Any]]:
-    db = sqlite3.connect(db_path)
+def _heads(db_path: Path, node_id: str, key: bytes) -> list[dict[str, Any]]:
+    db = connect(db_path, key)
     try:
         rows = db.execute(
             "SELECT e.epoch, max(e.seq), (SELECT hash FROM entries x WHERE x.log = e.log"
@@ -211,18 +217,21 @@ def create_backup(
         prefix=".backup-", dir=target.parent if target.parent.exists() else None
     ) as tmp:
         snapshot = Path(tmp) / DB_NAME
-        snapshot_database(data_dir / DB_NAME, snapshot)
+        ring = keyring_for(data_dir)
+        snapshot_database(data_dir / DB_NAME, snapshot, ring.db_key)
         manifest = BackupManifest(
             format=FORMAT,
             kind="node",
             ident=node_id,
             created_ms=now_ms(),
             with_key=with_key,
-            heads=_heads(snapshot, node_id),
+            heads=_heads(snapshot, node_id, ring.db_key),
         )
         members: list[tuple[str, Path]] = [(DB_NAME, snapshot), (CONFIG_FILE, data_dir / CONFIG_FILE)]
+        members += _key_members(data_dir)
         if with_key:
             members.append((KEY_NAME, data_dir / KEY_NAME))
+        blobs = BlobStore(data_dir, low_disk_bytes=0, keyring=ring)
         members.extend(_blob_files(data_dir / "blobs"))
 
         def write(handle: BinaryIO) -> None:
@@ -230,9 +239,9 @@ def create_backup(
                 for name, path in members:
                     entry = _add(tar, name, path, progress)
                     blob = _BLOB_RE.fullmatch(name)
-                    if blob is not None and entry["sha256"] != blob[2]:
+                    if blob is not None and not blobs.verify_file(path, blob[2]):
                         raise BackupError(
-                            f"tệp {path} bị hỏng: nội dung có SHA-256 {entry['sha256']}, khác tên tệp; "
+                            f"tệp {path} bị hỏng: không giải mã/xác thực được hoặc SHA-256 khác tên tệp; "
                             "chạy 'motcua-node verify' và kiểm tra đĩa"
                         )
                     manifest.files[name] = entry
@@ -243,6 +252,16 @@ def create_backup(
 
         write_atomically(target, write)
     return manifest
+
+
+def _key_members(data_dir: Path) -> list[tuple[str, Path]]:
+    """The wrapped data key always (the archive is ciphertext without it); the key file of the
+    'file' source when it lives in the data folder (that source protects nothing anyway)."""
+    out = [(DATAKEY_FILE, data_dir / DATAKEY_FILE)]
+    info = read_info(data_dir)
+    if info["source"] == "file" and not info.get("key_file") and (data_dir / KEK_FILE).exists():
+        out.append((KEK_FILE, data_dir / KEK_FILE))
+    return out
 
 
 def _safe_name(name: str, allowed: Callable[[str], bool]) -> str:
@@ -309,8 +328,4 @@ def read_archive(
     extra = sorted(set(seen) - set(manifest.files))
     if extra:
         raise BackupError(f"{archive}: tệp {extra[0]} không có trong {MANIFEST_NAME}")
-    for name in seen:
-        blob = _BLOB_RE.fullmatch(name)
-        if blob is not None and seen[name]["sha256"] != blob[2]:
-            raise BackupError(f"{archive}: {name} không khớp tên (địa chỉ nội dung)")
-    return manifest
+    return manifest  # blob files are ciphertext: the restore authenticates each against its name

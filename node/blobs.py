@@ -17,6 +17,13 @@ the SQLite write transaction:
 A crash between the phases leaves a complete but unregistered file: ``sweep(db)`` at startup (before
 any intake runs) deletes it together with every temp file. A registered row therefore always has its
 complete file; ``open_blob`` re-checks the hash on read.
+
+Encryption at rest (node.blobcipher, RELIABILITY P1): the file at a blob's address is its AES-256-GCM
+ciphertext (64 KiB chunks); the address stays the SHA-256 of the plaintext. The plaintext is hashed
+first (one pass over a file, or the bytes in memory), then encrypted under that hash while it streams
+to the temp file, and hashed again (a file that changed between the passes is refused). Plaintext
+bytes of a scan never touch the disk here: ``open_blob`` returns a decrypting, authenticating reader
+(``BlobAuthFailed`` on any flipped or missing byte) and ``read_range`` serves sync uploads.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ from typing import Any, BinaryIO
 
 import aiosqlite
 
+from node.atrest import Keyring, keyring_for
+from node.blobcipher import DecryptingReader, ciphertext_size, encrypt_chunks
 from node.errors import BlobCorrupt, BlobNotFound, DiskFull, FsyncFailed, StorageError
 
 __all__ = [
@@ -165,8 +174,15 @@ class BlobStore:
     """Files of the content-addressed store; SQL lives in the module functions below."""
 
     def __init__(
-        self, state_dir: Path, *, low_disk_bytes: int = 512 << 20, ops: FileOps | None = None
+        self,
+        state_dir: Path,
+        *,
+        low_disk_bytes: int = 512 << 20,
+        ops: FileOps | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
+        self.state_dir = Path(state_dir)
+        self._keyring = keyring
         self.root = Path(state_dir) / "blobs"
         self.objects = self.root / "sha256"
         self.tmp_dir = self.root / "tmp"
@@ -178,6 +194,13 @@ class BlobStore:
                 # power cut the first registered blob lost its whole ``sha256/`` folder)
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
                 fsync_dir(d.parent, self.ops)
+
+    @property
+    def keyring(self) -> Keyring:
+        """The unlocked keyring of the node (DataLocked while a passphrase is still needed)."""
+        if self._keyring is None:
+            self._keyring = keyring_for(self.state_dir)
+        return self._keyring
 
     def path_for(self, sha256: str) -> Path:
         _check_sha(sha256)
@@ -199,36 +222,56 @@ class BlobStore:
     # -- phase 1: durable file -------------------------------------------------------------------
 
     def stage_bytes(self, data: bytes) -> StagedBlob:
-        """Store ``data`` durably at its content address (blocking)."""
+        """Store ``data`` durably (encrypted) at its content address (blocking)."""
         view = memoryview(data)
-        return self._stage((view[i : i + CHUNK_SIZE] for i in range(0, len(view), CHUNK_SIZE)), len(data))
+        digest, chunks = _digests(view[i : i + CHUNK_SIZE] for i in range(0, len(view), CHUNK_SIZE))
+        return self._stage(digest, len(data), chunks, lambda: iter((view,)))
 
     def stage_file(self, src: BinaryIO, size: int) -> StagedBlob:
         """Copy an open binary file (from its current position) durably into the store (blocking).
 
         ``size`` is the size the caller validated (from fstat); a file that turns out longer or
-        shorter is refused, since its bytes are not the ones that were checked.
+        shorter is refused, since its bytes are not the ones that were checked. The file is read twice
+        (hash, then encrypt under that hash); bytes that change between the passes are refused.
         """
-        got = self._stage(_read_chunks(src), size)
-        if got.size != size:
-            raise StorageError("Tệp thay đổi trong khi đang được lưu.", detail=f"size {size} -> {got.size}")
-        return got
+        start = src.tell()
+        digest, chunks = _digests(_read_chunks(src))
+        got = src.tell() - start
+        if got != size:
+            raise StorageError("Tệp thay đổi trong khi đang được lưu.", detail=f"size {size} -> {got}")
 
-    def _stage(self, pieces: Iterable[memoryview | bytes], size_hint: int) -> StagedBlob:
-        self.check_space(size_hint)
+        def again() -> Iterable[memoryview]:
+            src.seek(start)
+            return _read_chunks(src)
+
+        return self._stage(digest, size, chunks, again)
+
+    def _stage(
+        self,
+        digest: str,
+        size: int,
+        chunks: tuple[str, ...],
+        pieces: Callable[[], Iterable[memoryview | bytes]],
+    ) -> StagedBlob:
+        self.check_space(ciphertext_size(size))
+        final = self.path_for(digest)
+        if _same_blob(self, final, digest):
+            return StagedBlob(digest, size, CHUNK_SIZE, chunks, final, existed=True)
+        ring = self.keyring
         fd, tmp_name = tempfile.mkstemp(prefix="blob-", suffix=".tmp", dir=self.tmp_dir)
         tmp = Path(tmp_name)
-        whole = hashlib.sha256()
-        chunks: list[str] = []
-        size = 0
+        check = hashlib.sha256()
+
+        def plain() -> Iterable[memoryview | bytes]:
+            for piece in pieces():
+                check.update(piece)
+                yield piece
+
         during = "write"
         try:
             try:
-                for piece in pieces:
-                    view = memoryview(piece)
-                    whole.update(view)
-                    chunks.append(hashlib.sha256(view).hexdigest())
-                    size += len(view)
+                for sealed in encrypt_chunks(ring, digest, plain()):
+                    view = memoryview(sealed)
                     while view:
                         view = view[self.ops.write(fd, view) :]
                 during = "fsync"
@@ -237,14 +280,11 @@ class BlobStore:
                 raise _error_from(exc, during=during) from exc
             finally:
                 os.close(fd)
+            if check.hexdigest() != digest:
+                raise StorageError("Tệp thay đổi trong khi đang được lưu.", detail=f"{digest} changed")
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        digest = whole.hexdigest()
-        final = self.path_for(digest)
-        if _same_blob(final, digest, size):
-            tmp.unlink(missing_ok=True)
-            return StagedBlob(digest, size, CHUNK_SIZE, tuple(chunks), final, existed=True)
         try:
             if not final.parent.is_dir():
                 final.parent.mkdir(mode=0o700, exist_ok=True)
@@ -259,20 +299,24 @@ class BlobStore:
             # The rename may or may not survive a crash: withdraw it rather than register a maybe.
             final.unlink(missing_ok=True)
             raise _error_from(exc, during="fsync_dir") from exc
-        return StagedBlob(digest, size, CHUNK_SIZE, tuple(chunks), final, existed=False)
+        return StagedBlob(digest, size, CHUNK_SIZE, chunks, final, existed=False)
 
     # -- reading ---------------------------------------------------------------------------------
 
     def open_blob(self, sha256: str, *, verify: bool = True) -> BinaryIO:
-        """Open a blob for reading. With ``verify`` the whole file is hashed first (BlobCorrupt)."""
+        """A decrypting reader of a blob. With ``verify`` the whole plaintext is hashed first.
+
+        Any changed, missing or foreign byte raises ``BlobAuthFailed`` (a ``BlobCorrupt``).
+        """
         path = self.path_for(sha256)
         try:
-            f = open(path, "rb")  # returned to the caller, who closes it
+            raw = open(path, "rb")  # wrapped and returned to the caller, who closes it
         except FileNotFoundError as exc:
             raise BlobNotFound(detail=sha256) from exc
+        f = DecryptingReader(raw, self.keyring, sha256)
         if verify:
             try:
-                digest = hashlib.file_digest(f, "sha256").hexdigest()
+                digest = hashlib.file_digest(f, "sha256").hexdigest()  # type: ignore[arg-type]
             except BaseException:
                 f.close()
                 raise
@@ -280,12 +324,18 @@ class BlobStore:
                 f.close()
                 raise BlobCorrupt(detail=f"{sha256} hashes to {digest}")
             f.seek(0)
-        return f
+        return f  # type: ignore[return-value]
 
     def read_bytes(self, sha256: str) -> bytes:
         """The verified content of a (small) blob."""
         with self.open_blob(sha256) as f:
             return f.read()
+
+    def read_range(self, sha256: str, offset: int, length: int) -> bytes:
+        """``length`` plaintext bytes from ``offset`` (the chunks read are authenticated)."""
+        with self.open_blob(sha256, verify=False) as f:
+            f.seek(offset)
+            return f.read(length)
 
     def verify(self, sha256: str) -> bool:
         """True when the blob file exists and hashes to its name."""
@@ -294,6 +344,15 @@ class BlobStore:
         except (BlobNotFound, BlobCorrupt):
             return False
         return True
+
+    def verify_file(self, path: Path, sha256: str) -> bool:
+        """True when the encrypted file ``path`` (e.g. in a backup) authenticates as blob ``sha256``."""
+        try:
+            with open(path, "rb") as raw:
+                reader = DecryptingReader(raw, self.keyring, sha256)
+                return hashlib.file_digest(reader, "sha256").hexdigest() == sha256  # type: ignore[arg-type]
+        except (OSError, BlobCorrupt):
+            return False
 
     # -- startup ---------------------------------------------------------------------------------
 
@@ -324,15 +383,26 @@ def _read_chunks(src: BinaryIO) -> Iterable[memoryview]:
             return
 
 
-def _same_blob(path: Path, sha256: str, size: int) -> bool:
+def _digests(pieces: Iterable[memoryview | bytes]) -> tuple[str, tuple[str, ...]]:
+    """SHA-256 of the whole and of each (1 MiB) piece."""
+    whole = hashlib.sha256()
+    chunks = []
+    for piece in pieces:
+        whole.update(piece)
+        chunks.append(hashlib.sha256(piece).hexdigest())
+    if not chunks:
+        return whole.hexdigest(), ()
+    return whole.hexdigest(), tuple(chunks)
+
+
+def _same_blob(store: BlobStore, path: Path, sha256: str) -> bool:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return False
-    if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+    if not stat.S_ISREG(st.st_mode):
         return False
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest() == sha256
+    return store.verify(sha256)
 
 
 def _sweep_files(store: BlobStore, registered: set[str]) -> SweepReport:

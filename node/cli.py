@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from node import config as config_module
-from node import opscli, sync_cli
+from node import keycli, opscli, sync_cli
 from node.auth import add_user, create_token
 from node.config import KINDS, NodeConfig
 from node.errors import ConfigError, InvalidInput, NodeError, StorageFailed
@@ -73,6 +73,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--code-block-size", type=int, default=1000, help="numbers per block (default 1000)")
     p.add_argument("--hub", help="URL of the central hub (with --token: enroll now)")
     p.add_argument("--token", help="one-time invite token from the hub administrator: enroll at init")
+    p.add_argument(
+        "--key-source",
+        choices=("file", "passphrase", "systemd-creds"),
+        default="file",
+        help="what wraps the data key: file (default, no prompt; no protection against a stolen disk), "
+        "passphrase (asked at shift start), systemd-creds (TPM2/host key)",
+    )
+    p.add_argument(
+        "--key-file", type=Path, help="key file for --key-source file (default <data>/datakey.kek)"
+    )
 
     p = sub.add_parser("serve", help="run the web UI and API")
     data(p)
@@ -114,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     data(p)
     p.add_argument("--name", required=True)
     opscli.add_parsers(sub)
+    keycli.add_parsers(sub)
     _device_parsers(sub, data)
     return parser
 
@@ -154,7 +165,15 @@ def _load(args: argparse.Namespace) -> NodeConfig:
 async def _open_store(config: NodeConfig) -> Store:
     if not config.db_path.exists():
         raise ConfigError(f"không tìm thấy cơ sở dữ liệu {config.db_path}")
+    keycli.ensure_unlocked(config)
     return await Store.open(config.db_path)
+
+
+def _key_extra(args: argparse.Namespace) -> dict[str, object]:
+    extra: dict[str, object] = {"key_source": args.key_source}
+    if args.key_file:
+        extra["key_file"] = str(args.key_file.absolute())
+    return extra
 
 
 async def _init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -168,7 +187,8 @@ async def _init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         kind=args.kind,
         code_block=args.code_block,
         code_block_size=args.code_block_size,
-        extra={"hub_url": args.hub} if args.hub else None,
+        extra={**({"hub_url": args.hub} if args.hub else {}), **_key_extra(args)},
+        passphrase=keycli.new_passphrase() if args.key_source == "passphrase" else None,
     )
     key_text = public_key_text(load_private_key(config.key_path))
     block = config.code_block
@@ -196,25 +216,42 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, port = config.host_port
     app = make_app(config)
+    locked = False
+    if config.key_source == "passphrase":
+        from node.atrest import is_unlocked
+
+        locked = not is_unlocked(config.data_dir)
 
     async def health(app: web.Application) -> list[str]:
         return await watchdog_problems(app[NODE])
 
-    with instance_lock(config.data_dir):
-        asyncio.run(
-            serve(
-                app,
+    async def main() -> None:
+        if locked:  # the data passphrase first ("Mở khóa dữ liệu"), then the node itself
+            from node.provision import unlock_data_key
+            from node.web.unlock import wait_for_unlock
+
+            await wait_for_unlock(
+                config,
                 host,
                 port,
-                health=health,
-                ready_status=f"Đang phục vụ {config.node_id} ({config.name}) tại http://{config.listen}/",
-                stopping_status=f"Đang dừng {config.node_id}",
+                lambda passphrase: unlock_data_key(config, passphrase),
                 announce=lambda line: err.write(f"{line}\n"),
-                on_fatal=lambda app, report: app[NODE].store.on_failure.append(
-                    lambda exc: report(exc.detail or exc.message)
-                ),
             )
+        await serve(
+            app,
+            host,
+            port,
+            health=health,
+            ready_status=f"Đang phục vụ {config.node_id} ({config.name}) tại http://{config.listen}/",
+            stopping_status=f"Đang dừng {config.node_id}",
+            announce=lambda line: err.write(f"{line}\n"),
+            on_fatal=lambda app, report: app[NODE].store.on_failure.append(
+                lambda exc: report(exc.detail or exc.message)
+            ),
         )
+
+    with instance_lock(config.data_dir):
+        asyncio.run(main())
     return EXIT_OK
 
 
@@ -388,8 +425,19 @@ def _devices(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _unlock_for(args: argparse.Namespace) -> None:
+    """Commands on an existing node unlock its data key first (a prompt only for 'passphrase')."""
+    data = getattr(args, "data", None)
+    if data is not None and (Path(data) / "datakey.json").exists() and (Path(data) / "node.toml").exists():
+        keycli.ensure_unlocked(_load(args))
+
+
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     command = args.command
+    if command == "keys":
+        return keycli.run(args, _load(args), out, err)
+    if command not in ("init", "serve", "scanner", "printer"):  # those never read the data
+        _unlock_for(args)
     if command in opscli.COMMANDS:
         return opscli.run(args, out, err)
     if command in ("scanner", "printer"):

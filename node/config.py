@@ -94,6 +94,23 @@ class NodeConfig:
     sync_max_backoff_seconds: int = _f(
         300, "Longest wait between sync attempts while the hub is unreachable (backoff with jitter)."
     )
+    # -- encryption at rest (node.atrest): how the data key is wrapped --------------------------------
+    key_source: str = _f(
+        "file",
+        "What unwraps the data key (DB + scans encryption): 'file' (key file, no prompt; no protection "
+        "against a stolen disk: fixed branch PCs with full-disk encryption only), 'passphrase' (staff enter "
+        "it at shift start: 'Mở khóa dữ liệu') or 'systemd-creds' (TPM2/host key, LoadCredentialEncrypted=).",
+    )
+    key_file: str = _f("", "Key file of key_source = 'file'; empty = <data>/datakey.kek.")
+    key_credential: str = _f(
+        "motcua-node-datakey",
+        "Credential name of key_source = 'systemd-creds' ($CREDENTIALS_DIRECTORY/NAME).",
+    )
+    blob_key_max_messages: int = _f(
+        1 << 32,
+        "Blobs encrypted under one blob key before the node rotates to a new key generation "
+        "(NIST SP 800-38D bound; old generations stay for reading).",
+    )
     # -- devices and printed forms (tables [[scanner]], [[printer]], [receipt_printers]) --------------
     scanners: tuple[ScannerConfig, ...] = _f(
         (), "Scanners: one [[scanner]] table each (name, folder, desk, polling); 'motcua-node scanner add'."
@@ -136,6 +153,11 @@ class NodeConfig:
     @property
     def key_path(self) -> Path:
         return self.data_dir / "node.key"
+
+    @property
+    def kek_file(self) -> Path | None:
+        """The configured key file (key_source = 'file'), or None for the default <data>/datakey.kek."""
+        return Path(self.key_file) if self.key_file else None
 
     @property
     def blob_dir(self) -> Path:
@@ -221,6 +243,12 @@ def validate(config: NodeConfig) -> None:
         value = getattr(config, key)
         if not low <= value <= high:
             raise bad(key, f"phải từ {low} đến {high}, không phải {value}")
+    if config.key_source not in ("file", "passphrase", "systemd-creds"):
+        raise bad("key_source", f"{config.key_source!r} phải là file, passphrase hoặc systemd-creds")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", config.key_credential):
+        raise bad("key_credential", "1–64 ký tự A–Z, a–z, 0–9, '_', '.', '-'")
+    if not 1 <= config.blob_key_max_messages <= 1 << 32:
+        raise bad("blob_key_max_messages", "phải từ 1 đến 2^32")
     if config.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise bad("log_level", "phải là DEBUG, INFO, WARNING hoặc ERROR")
     _validate_forms_and_devices(config, bad)

@@ -35,15 +35,17 @@ class PrinterStatus:
         return self.state in ("ready", "printing")
 
 
-async def cups_command(argv: Sequence[str], server: str = "", timeout: float = 30.0) -> tuple[int, str, str]:
-    """Run a CUPS client; returns (returncode, stdout, stderr). A missing binary is returncode 127."""
+async def cups_command(
+    argv: Sequence[str], server: str = "", timeout: float = 30.0, *, stdin: bytes | None = None
+) -> tuple[int, str, str]:
+    """Run a CUPS client (``stdin`` fed to it); returns (returncode, stdout, stderr); missing binary: 127."""
     env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
     if server:
         env["CUPS_SERVER"] = server
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
@@ -51,7 +53,7 @@ async def cups_command(argv: Sequence[str], server: str = "", timeout: float = 3
     except FileNotFoundError:
         return 127, "", f"{argv[0]}: command not found"
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

@@ -22,6 +22,12 @@ action can succeed later without a person fixing something first.
     │   ├── BlobNotFound    404
     │   └── BlobCorrupt     500 the stored bytes no longer hash to their name
     ├── ScanNotFound    404     no such scan in the unassigned inbox
+    ├── DataKeyError    500     the data key (node.atrest) cannot be used
+    │   ├── DataLocked      423 the data key is not unlocked yet (passphrase at shift start)
+    │   ├── WrongDataKey    403 the passphrase / key file / credential does not unwrap the data key,
+    │   │                       or the database does not open with it
+    │   └── BlobAuthFailed  500 an encrypted blob fails authentication (flipped or truncated bytes)
+    ├── PiiLocked       423     PII views locked: the hub's lease expired or the node was revoked
     ├── ThumbnailFailed 503     the first page could not be rendered (pdftoppm missing, timeout...)
     └── PrintError      500     printers and the print queue
         ├── PrinterNotConfigured 409
@@ -43,7 +49,12 @@ __all__ = [
     "DUMPS",
     "AuthRequired",
     "BlobCorrupt",
+    "BlobAuthFailed",
     "BlobNotFound",
+    "DataKeyError",
+    "DataLocked",
+    "PiiLocked",
+    "WrongDataKey",
     "DiskFull",
     "FsyncFailed",
     "PrintError",
@@ -251,6 +262,48 @@ class BlobCorrupt(StorageError):
     status = 500
     code = "blob_corrupt"
     default_message = "Tệp trong kho lưu trữ bị hỏng (mã băm không khớp)."
+
+
+class DataKeyError(NodeError):
+    """The node's data key (envelope encryption at rest, node.atrest) cannot be used."""
+
+    code = "data_key"
+    default_message = "Không dùng được khóa dữ liệu của máy trạm."
+
+
+class DataLocked(DataKeyError):
+    """The data key is still wrapped: staff must unlock it (passphrase) before PII can be read."""
+
+    status = 423
+    code = "data_locked"
+    default_message = "Dữ liệu của máy trạm đang khóa. Hãy mở khóa dữ liệu (Mở khóa dữ liệu) trước."
+
+
+class WrongDataKey(DataKeyError):
+    """The passphrase, key file or credential does not unwrap the data key, or the DB refuses the key."""
+
+    status = 403
+    code = "wrong_data_key"
+    default_message = "Sai mật khẩu dữ liệu hoặc sai khóa: không mở được dữ liệu đã mã hóa."
+
+
+class BlobAuthFailed(DataKeyError, BlobCorrupt):
+    """An encrypted blob fails AES-GCM authentication: changed, truncated or from another node."""
+
+    status = 500
+    code = "blob_auth_failed"
+    default_message = "Tệp mã hóa trong kho lưu trữ không xác thực được (bị sửa, cắt cụt hoặc sai khóa)."
+
+
+class PiiLocked(NodeError):
+    """PII views are locked: the hub's offline lease expired, or the hub revoked this node."""
+
+    status = 423
+    code = "pii_locked"
+    default_message = (
+        "Đã khóa xem dữ liệu cá nhân: máy trạm quá hạn đồng bộ với trung tâm "
+        "(hết hạn giấy phép ngoại tuyến). Hãy kết nối mạng để đồng bộ."
+    )
 
 
 class ScanNotFound(NodeError):

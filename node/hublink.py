@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node import config as config_module
 from node.config import CONFIG_FILE, NodeConfig
+from node.dbcipher import OperationalError
 from node.errors import NodeError
 from protocol import (
     Enrollment,
@@ -216,7 +217,7 @@ async def current_link(db: aiosqlite.Connection, epoch: int | None = None) -> Hu
     try:  # a key the sync client pinned from a verified hub.key_rotation (SPEC §7.10), for this epoch
         async with db.execute("SELECT value FROM sync_state WHERE key = 'pinned_hub_key'") as cursor:
             pinned = await cursor.fetchone()
-    except aiosqlite.OperationalError:
+    except OperationalError:
         pinned = None
     if pinned is not None and str(pinned[0]).partition(" ")[0] == str(row[0]):
         hub_key = str(pinned[0]).partition(" ")[2]

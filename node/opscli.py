@@ -111,7 +111,9 @@ async def _restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from node.reprovision import finish_restore, restore_backup
 
     with _progress(err, "restore", args.source.stat().st_size) as bar:
-        config, manifest = await restore_backup(args.source, args.data, progress=bar.update)
+        config, manifest = await restore_backup(
+            args.source, args.data, progress=bar.update, passphrase=os.environ.get("MOTCUA_DATA_PASSPHRASE")
+        )
     out.write(f"restored {config.node_id} from backup of {manifest.created_ms} into {config.data_dir}\n")
     if args.token is None and not args.standalone:
         err.write(

@@ -314,12 +314,12 @@ class PrintWorker:
         try:
             if printer is None:
                 raise NodeError("Máy in chưa được cấu hình trên máy trạm.", detail=job.printer)
-            path = await asyncio.to_thread(self._verified_source, job)
+            data = await asyncio.to_thread(self._verified_source, job)
             if printer.kind == "folder":
-                await asyncio.to_thread(_write_to_folder, printer, job, path)
+                await asyncio.to_thread(_write_to_folder, printer, job, data)
                 await self._set(job.id, "status='printed', attempts=attempts+1, last_error=NULL")
                 return 1
-            cups_job = await self._lp(printer, job, path)
+            cups_job = await self._lp(printer, job, data)
         except PrintSubmitFailed as exc:
             return await self._failed_attempt(job, exc.message, retryable=True)
         except NodeError as exc:
@@ -329,19 +329,20 @@ class PrintWorker:
         )
         return 1
 
-    def _verified_source(self, job: PrintJob) -> Path:
+    def _verified_source(self, job: PrintJob) -> bytes:
+        """The PDF to print: a blob is decrypted and verified in memory (never a plaintext file)."""
         if job.pdf_sha256:
-            self.blobs.open_blob(job.pdf_sha256, verify=True).close()  # BlobNotFound / BlobCorrupt
-            return self.blobs.path_for(job.pdf_sha256)
+            return self.blobs.read_bytes(job.pdf_sha256)  # BlobNotFound / BlobCorrupt / BlobAuthFailed
         path = Path(job.pdf_path or "")
         if not path.is_file():
             raise NodeError("Không tìm thấy tệp cần in.", detail=str(path))
-        return path
+        return path.read_bytes()
 
-    async def _lp(self, printer: PrinterConfig, job: PrintJob, path: Path) -> str:
+    async def _lp(self, printer: PrinterConfig, job: PrintJob, data: bytes) -> str:
+        # the PDF goes to lp on stdin: no plaintext copy of a form with personal data on disk
         argv = ["lp", "-d", printer.queue, "-o", f"media={printer.media}", "-n", str(job.copies),
-                "-t", job.title, "--", str(path)]  # fmt: skip
-        rc, out, err = await cups_command(argv, printer.cups_server, self.command_timeout)
+                "-t", job.title, "--"]  # fmt: skip
+        rc, out, err = await cups_command(argv, printer.cups_server, self.command_timeout, stdin=data)
         match = re.search(r"request id is (\S+)", out)
         if rc != 0 or match is None:
             raise PrintSubmitFailed(lp_error_message(err or out, printer.queue), detail=(err or out).strip())
@@ -407,13 +408,12 @@ class PrintWorker:
             await db.execute(f"UPDATE print_jobs SET {assignments}, updated_at=? WHERE id=?{guard}", params)
 
 
-def _write_to_folder(printer: PrinterConfig, job: PrintJob, source: Path) -> None:
+def _write_to_folder(printer: PrinterConfig, job: PrintJob, data: bytes) -> None:
     """One PDF per copy, each written to a dotfile, fsynced, renamed, then the folder fsynced."""
     folder = printer.folder
     assert folder is not None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        data = source.read_bytes()
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", job.dossier_code or job.form)[:80]
         for k in range(1, job.copies + 1):
             fd, tmp = tempfile.mkstemp(prefix=".motcua-", suffix=".tmp", dir=folder)

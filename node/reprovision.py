@@ -39,9 +39,9 @@ from typing import Any
 
 import aiohttp
 
-from node import projection
+from node import atrest, projection
 from node.backup import DB_NAME, KEY_NAME, BackupError, BackupManifest, read_archive, write_atomically
-from node.blobs import fsync_dir
+from node.blobs import BlobStore, fsync_dir
 from node.config import CONFIG_FILE, NodeConfig, dump
 from node.config import load as load_config
 from node.errors import ConfigError, NodeError, NodeExists
@@ -160,13 +160,24 @@ def refuse_if_pending(data_dir: Path) -> None:
 
 
 def _allowed(name: str) -> bool:
-    return name in (DB_NAME, CONFIG_FILE, KEY_NAME) or name.startswith("blobs/sha256/")
+    return name in (DB_NAME, CONFIG_FILE, KEY_NAME, atrest.DATAKEY_FILE, atrest.KEK_FILE) or name.startswith(
+        "blobs/sha256/"
+    )
 
 
 async def restore_backup(
-    archive: Path, data_dir: Path, *, progress: Callable[[int], None] | None = None
+    archive: Path,
+    data_dir: Path,
+    *,
+    progress: Callable[[int], None] | None = None,
+    passphrase: str | None = None,
 ) -> tuple[NodeConfig, BackupManifest]:
-    """Put a backup in ``data_dir`` (which must not hold a node) with a NEW key, pending a new epoch."""
+    """Put a backup in ``data_dir`` (which must not hold a node) with a NEW key, pending a new epoch.
+
+    The data key travels wrapped in the archive (``datakey.json``); ``passphrase`` unwraps it when its
+    source is 'passphrase'. Every blob is authenticated; the restored node starts a new blob-key
+    generation (the backup cannot know how many blobs the old one encrypted since).
+    """
     data_dir = Path(data_dir).absolute()
     for name in (CONFIG_FILE, KEY_NAME, DB_NAME, PENDING_FILE):
         if (data_dir / name).exists():
@@ -182,7 +193,15 @@ async def restore_backup(
         config = load_config(staging, {})
         if config.node_id != manifest.ident:
             raise BackupError(f"{CONFIG_FILE} nói máy trạm {config.node_id}, MANIFEST nói {manifest.ident}")
-        store = await Store.open(staging / DB_NAME)  # applies newer migrations: a restore is an upgrade too
+        atrest.forget(staging)
+        ring = atrest.unlock(staging, passphrase)
+        blobs = BlobStore(staging, low_disk_bytes=0, keyring=ring)
+        for name in manifest.files:
+            if name.startswith("blobs/sha256/") and not blobs.verify_file(
+                staging / name, name.rsplit("/", 1)[1]
+            ):
+                raise BackupError(f"{archive}: {name} không xác thực được (sai khóa hoặc tệp bị sửa)")
+        store = await Store.open(staging / DB_NAME, key=ring.db_key)  # newer migrations apply: an upgrade
         try:
             async with store.read() as db:
                 heads = await verify_log(db, config.node_id)
@@ -200,6 +219,10 @@ async def restore_backup(
             os.replace(staging / "blobs", data_dir / "blobs")
         else:
             (data_dir / "blobs").mkdir(mode=0o700, exist_ok=True)
+        for name in (atrest.KEK_FILE, atrest.DATAKEY_FILE):  # the wrapped key before the database
+            if (staging / name).exists():
+                os.replace(staging / name, data_dir / name)
+        atrest.forget(staging)
         os.replace(staging / DB_NAME, data_dir / DB_NAME)
         save_private_key(key, data_dir / KEY_NAME)
         record = {
@@ -213,7 +236,11 @@ async def restore_backup(
         write_atomically(data_dir / PENDING_FILE, lambda h: h.write(payload))
         os.replace(staging / CONFIG_FILE, data_dir / CONFIG_FILE)
         fsync_dir(data_dir)
+        restored = atrest.unlock(data_dir, passphrase)
+        with restored._lock:
+            restored._rotate()
     finally:
+        atrest.forget(staging)
         shutil.rmtree(staging, ignore_errors=True)
     return load_config(data_dir, {}), manifest
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from node import projection
+from node import atrest, projection
 from node.blobs import BlobStore
 from node.config import CONFIG_FILE, NodeConfig, build, dump
 from node.errors import ConfigError, NodeError, NodeExists
@@ -102,8 +102,13 @@ async def provision_from_hub(
     extra: dict[str, object] | None = None,
     progress: Progress | None = None,
     wall: Callable[[], int] = _wall,
+    passphrase: str | None = None,
 ) -> RestoreReport:
-    """Create (or finish creating) a node in ``data_dir`` from the hub; see the module docstring."""
+    """Create (or finish creating) a node in ``data_dir`` from the hub; see the module docstring.
+
+    The data key is created first, wrapped by ``extra['key_source']`` (default 'file'; ``passphrase``
+    for 'passphrase'), so nothing of the node lands on disk unencrypted.
+    """
     data_dir = Path(data_dir).absolute()
     key_path, db_path = data_dir / "node.key", data_dir / "node.sqlite3"
     if (data_dir / CONFIG_FILE).exists():
@@ -116,6 +121,7 @@ async def provision_from_hub(
         report.resumed = True
     else:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _new_data_key(data_dir, token.node, extra or {}, passphrase)
         key = generate_private_key()
         save_private_key(key, key_path)
         try:
@@ -153,6 +159,21 @@ async def provision_from_hub(
     return report
 
 
+def _new_data_key(data_dir: Path, node_id: str, extra: dict[str, object], passphrase: str | None) -> None:
+    """Fresh data keys (a folder without key and database: a leftover wrapped key unwraps nothing)."""
+    atrest.forget(data_dir)
+    (data_dir / atrest.DATAKEY_FILE).unlink(missing_ok=True)
+    key_file = str(extra.get("key_file") or "")
+    atrest.create_keyring(
+        data_dir,
+        node_id,
+        str(extra.get("key_source") or "file"),
+        passphrase=passphrase,
+        key_file=Path(key_file) if key_file else None,
+        credential=str(extra.get("key_credential") or atrest.DEFAULT_CREDENTIAL),
+    )
+
+
 async def _resume(
     data_dir: Path, key_path: Path, db_path: Path, node: str
 ) -> tuple[Ed25519PrivateKey, Store, HubLink]:
@@ -185,7 +206,13 @@ def _client(
     node = link.enrollment.node
     blobs = BlobStore(data_dir, low_disk_bytes=0)
     local = NodeLocalLog(
-        store, node, blobs.path_for, project=make_projector(node, wall), wall=wall, data_dir=data_dir
+        store,
+        node,
+        blobs.path_for,
+        project=make_projector(node, wall),
+        wall=wall,
+        data_dir=data_dir,
+        read_range=blobs.read_range,
     )
     return NodeSyncClient(
         node,

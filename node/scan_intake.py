@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from node.blobcipher import seal_file
 from node.blobs import BlobStore, StagedBlob, fsync_dir, link_blobs, register_blob
 from node.errors import NodeError, StorageError
 from node.scan_inbox import OnScan, RegisteredScan, add_unassigned, find_by_content, insert_scan
@@ -222,7 +224,11 @@ class ScanIntake:
             moved_note = "Liên kết tượng trưng đã bị xoá khỏi thư mục quét (không đọc nội dung)."
         else:
             try:
-                os.rename(path, target)
+                if stat.S_ISREG(os.lstat(path).st_mode):  # kept encrypted (RELIABILITY P1): a rejected
+                    sha = seal_file(self.blobs.keyring, path, target)  # ID-card scan is personal data
+                    moved_note = f"Tệp được lưu dạng mã hóa (SHA-256 bản gốc {sha})."
+                else:  # a FIFO or device holds no bytes of its own: moved aside, never opened
+                    os.rename(path, target)
             except FileNotFoundError:
                 moved_note = "Tệp đã biến mất khỏi thư mục quét trước khi được chuyển."
         reason = target.with_name(target.name + ".reason.txt")

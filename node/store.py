@@ -18,13 +18,14 @@
   ``on_failure`` hooks run (``serve`` exits with ``EXIT_STORAGE_FAILED`` without closing the database,
   so no fsync is ever retried and no checkpoint runs), and the next start's WAL recovery settles what
   was saved. Reads keep working until the process exits.
+- Both connections are SQLCipher connections opened by ``node.dbcipher.aconnect`` with the node's
+  database key (``key``, default: the unlocked keyring of the database's folder, node.atrest).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from node.dbcipher import DB_ERRORS, Row, aconnect
 from node.errors import DiskFull, StorageFailed, StoreClosed
 
 __all__ = ["Store", "run_sync", "storage_error"]
@@ -57,7 +59,7 @@ async def _rollback_begun(db: aiosqlite.Connection) -> None:
     runs even if this task is cancelled again); no transaction (BEGIN never ran or failed) is fine."""
     try:
         await asyncio.shield(db.execute("ROLLBACK"))
-    except sqlite3.Error:
+    except DB_ERRORS:
         pass
 
 
@@ -68,7 +70,7 @@ def storage_error(exc: BaseException) -> BaseException:
     the transaction), so the message says "not confirmed", never "not saved": ``StorageFailed``.
     """
     code = getattr(exc, "sqlite_errorcode", None)
-    if not isinstance(exc, sqlite3.Error) or code is None:
+    if not isinstance(exc, DB_ERRORS) or code is None:
         return exc
     if code & 0xFF == _SQLITE_FULL:
         return DiskFull(
@@ -106,10 +108,17 @@ class Store:
         self.on_failure: list[Callable[[StorageFailed], None]] = []
 
     @classmethod
-    async def open(cls, path: str | Path, *, migrate: bool = True) -> Store:
-        """Open (creating if needed) and migrate the database at ``path``."""
+    async def open(cls, path: str | Path, *, migrate: bool = True, key: bytes | None = None) -> Store:
+        """Open (creating if needed) and migrate the database at ``path``, keyed with ``key``.
+
+        ``key`` defaults to the database key of the keyring unlocked for the folder of ``path``.
+        """
         path = Path(path)
-        writer = await aiosqlite.connect(path, isolation_level=None)
+        if key is None:
+            from node.atrest import keyring_for
+
+            key = keyring_for(path.parent).db_key
+        writer = await aconnect(path, key)
         try:
             for pragma in _PRAGMAS:
                 await writer.execute(pragma)
@@ -117,7 +126,7 @@ class Store:
                 from node.migrations import MIGRATIONS, apply_migrations
 
                 await apply_migrations(writer, MIGRATIONS)
-            reader = await aiosqlite.connect(path, isolation_level=None)
+            reader = await aconnect(path, key)
         except BaseException:
             await writer.close()
             raise
@@ -165,7 +174,7 @@ class Store:
             db = self._writer
             try:
                 await db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
+            except DB_ERRORS as exc:
                 raise self._mapped(exc) from exc
             except BaseException:
                 # aiohttp cancels a handler whose client disconnects: the cancellation can land on this
@@ -197,7 +206,7 @@ class Store:
         try:
             if db.in_transaction:
                 await db.rollback()
-        except sqlite3.Error:  # the connection is unusable; the caller sees the original error
+        except DB_ERRORS:  # the connection is unusable; the caller sees the original error
             log.exception("rollback failed on %s", self.path)
 
     @asynccontextmanager
@@ -218,8 +227,8 @@ class Store:
                 if db.in_transaction:
                     await db.rollback()
 
-    async def fetchall(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
-        """Convenience: run one query on the reader and return every row (``sqlite3.Row``).
+    async def fetchall(self, sql: str, args: Sequence[object] = ()) -> list[Row]:
+        """Convenience: run one query on the reader and return every row (``Row``).
 
         One statement is one consistent snapshot by itself (autocommit), so this is a single trip to
         the reader's thread, without the BEGIN/ROLLBACK of ``read()``.
@@ -228,13 +237,13 @@ class Store:
         async with self._read_lock:
             self._check_open()
             db = self._reader
-            db.row_factory = sqlite3.Row
+            db.row_factory = Row
             try:
                 return list(await db.execute_fetchall(sql, args))  # type: ignore[arg-type]
             finally:
                 db.row_factory = None
 
-    async def fetchone(self, sql: str, args: Sequence[object] = ()) -> sqlite3.Row | None:
+    async def fetchone(self, sql: str, args: Sequence[object] = ()) -> Row | None:
         rows = await self.fetchall(sql, args)
         return rows[0] if rows else None
 

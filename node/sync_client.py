@@ -38,6 +38,7 @@ from protocol import (
     Head,
     Heartbeat,
     HubState,
+    Lease,
     LogHead,
     Manifest,
     ProtocolError,
@@ -266,7 +267,10 @@ class SyncClient:
             for box in (state.mailbox_head("hub"), state.mailbox_head(mailbox_log(self.node))):
                 report.pulled += await self._pull(box)
             report.chunks += await self._blobs(held)
-            await self.call("POST", "/v1/sync/heartbeat", canonical((await self.local.status()).to_wire()))
+            answer = await self.call(
+                "POST", "/v1/sync/heartbeat", canonical((await self.local.status()).to_wire())
+            )
+            await self._keep_lease(answer)
         except SyncError as exc:
             await self.local.set_state({"last_error": f"{exc.code}: {exc.reason}"})
             if reached and exc.code not in _NO_FAILED_HEARTBEAT:
@@ -280,9 +284,30 @@ class SyncClient:
         the node's status, with ``last_error`` and the backlog's age, so the dashboard shows "lagging" and
         why rather than only "offline" (the heartbeat is otherwise the round's last step). Best effort."""
         try:
-            await self.call("POST", "/v1/sync/heartbeat", canonical((await self.local.status()).to_wire()))
+            answer = await self.call(
+                "POST", "/v1/sync/heartbeat", canonical((await self.local.status()).to_wire())
+            )
+            await self._keep_lease(answer)
         except SyncError as exc:
             log.debug("heartbeat after a failed round not sent: %s", exc)
+
+    async def _keep_lease(self, answer: bytes) -> None:
+        """Store the offline lease of the heartbeat answer (SPEC §7.12) once it verifies for this node."""
+        try:
+            value = decode(answer, max_bytes=64 * 1024)
+        except ProtocolError:  # an older hub's answer carries nothing the node needs
+            return
+        raw = value.get("lease") if isinstance(value, dict) else None
+        if raw is None:
+            return
+        try:
+            lease = Lease.from_wire(raw)
+            lease.verify(self.hub_key)
+        except ProtocolError as exc:
+            raise SyncError("bad_lease", f"the hub's lease does not verify: {exc}", retryable=False) from None
+        if lease.node != self.node or lease.epoch != self.epoch:
+            raise SyncError("bad_lease", f"lease for {lease.node}/{lease.epoch}", retryable=False)
+        await self.local.set_state({"lease": canonical(lease.to_wire()).decode()})
 
     async def _push(self, held: LogHead, report: SyncReport) -> LogHead:
         """Push the entries after ``held`` in batches, ``push_depth`` requests in flight.

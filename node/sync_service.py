@@ -442,6 +442,7 @@ class SyncService:
             wall=wall,
             data_dir=config.data_dir,
             probes=probes,
+            read_range=blobs.read_range,
         )
         transport = HttpTransport(hub_url, timeout=timeout)
         client = NodeSyncClient(

@@ -1,9 +1,10 @@
 """First-page thumbnails of scans for the dossier page.
 
-Thumbnails are a cache, not data: ``<cache_dir>/<sha256>.png``, rebuilt on demand, written with a
-rename (no fsync: losing one costs a re-render). PDFs go through poppler's ``pdftoppm`` in a
-subprocess with a timeout (a hostile PDF cannot hang the node); images through Pillow with the same
-pixel cap as validation.
+Thumbnails are a cache, not data, and they show personal data (ID cards): they live only in memory
+(a bounded LRU of ``CACHE_ENTRIES`` PNGs per process), never on disk (RELIABILITY P1). The scan is
+decrypted in memory (node.blobs) and PDFs go through poppler's ``pdftoppm`` on stdin (``-``) with the
+PNG on stdout, in a subprocess with a timeout (a hostile PDF cannot hang the node); images through
+Pillow with the same pixel cap as validation.
 """
 
 from __future__ import annotations
@@ -11,52 +12,52 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import os
 import shutil
-import tempfile
 import warnings
-from pathlib import Path
+from collections import OrderedDict
 
 from PIL import Image
 
 from node.blobs import BlobStore
 from node.errors import ThumbnailFailed
 
-__all__ = ["THUMBNAIL_PX", "thumbnail"]
+__all__ = ["CACHE_ENTRIES", "THUMBNAIL_PX", "thumbnail"]
 
 THUMBNAIL_PX = 320
+CACHE_ENTRIES = 256
 _MAX_PIXELS = 120_000_000
+_cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
 
 
 async def thumbnail(
     store: BlobStore,
     sha256: str,
     media_type: str,
-    cache_dir: Path,
     *,
     size_px: int = THUMBNAIL_PX,
     timeout: float = 20.0,
-) -> Path:
-    """Path of a PNG of the first page of blob ``sha256`` (at most ``size_px`` on its long side)."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / f"{store.path_for(sha256).name}-{size_px}.png"
-    if target.exists():
-        return target
+) -> bytes:
+    """A PNG of the first page of blob ``sha256`` (at most ``size_px`` on its long side)."""
+    key = (sha256, size_px)
+    cached = _cache.get(key)
+    if cached is not None:
+        _cache.move_to_end(key)
+        return cached
     if media_type == "application/pdf":
-        png = await _pdf_first_page(store.path_for(sha256), size_px, timeout)
+        data = await asyncio.to_thread(store.read_bytes, sha256)
+        png = await _pdf_first_page(data, size_px, timeout)
     elif media_type.startswith("image/"):
         data = await asyncio.to_thread(store.read_bytes, sha256)
         png = await asyncio.to_thread(_image_first_page, data, size_px)
     else:
         raise ThumbnailFailed(detail=f"no thumbnail for {media_type}")
-    fd, tmp = tempfile.mkstemp(prefix=".thumb-", suffix=".tmp", dir=cache_dir)
-    with os.fdopen(fd, "wb") as f:
-        f.write(png)
-    os.replace(tmp, target)
-    return target
+    _cache[key] = png
+    while len(_cache) > CACHE_ENTRIES:
+        _cache.popitem(last=False)
+    return png
 
 
-async def _pdf_first_page(path: Path, size_px: int, timeout: float) -> bytes:
+async def _pdf_first_page(pdf: bytes, size_px: int, timeout: float) -> bytes:
     exe = shutil.which("pdftoppm")
     if exe is None:
         raise ThumbnailFailed("Máy trạm thiếu công cụ pdftoppm (gói poppler-utils) để tạo ảnh xem trước.")
@@ -70,16 +71,16 @@ async def _pdf_first_page(path: Path, size_px: int, timeout: float) -> bytes:
         "-singlefile",
         "-scale-to",
         str(size_px),
-        str(path),
-    ]  # no root: PNG on stdout
+        "-",
+    ]  # the PDF on stdin, no root: PNG on stdout
     proc = await asyncio.create_subprocess_exec(
         *argv,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        out, err = await asyncio.wait_for(proc.communicate(pdf), timeout)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import aiosqlite
-
 from node import projection
+from node.dbcipher import aconnect
 from node.hublink import current_link
 from node.journal import JOURNAL_SQL, verify_log
 from node.mailbox_apply import verify_hub_logs
@@ -63,7 +62,7 @@ async def verify_node(store: Store, node_id: str, *, progress: Callable[[int], N
             report.heads += await verify_hub_logs(db, node_id, link.hub_key, progress=progress)
         report.entries = sum(h.seq for h in report.heads)
         stored = await projection.snapshot(db)
-        scratch = await aiosqlite.connect(":memory:", isolation_level=None)
+        scratch = await aconnect(":memory:", None)  # temp_store=MEMORY: nothing spills to disk
         try:
             for statement in split_sql(JOURNAL_SQL + PROJECTION_SQL):
                 await scratch.execute(statement)

@@ -84,6 +84,7 @@ from protocol.keys import (
     save_private_key,
 )
 from protocol.kinds import validate_body
+from protocol.lease import Lease, sign_lease
 from protocol.messages import (
     BlobNeed,
     ErrorReply,
@@ -99,6 +100,8 @@ from protocol.position import Head, Position
 __version__ = "1"
 
 __all__ = [
+    "Lease",
+    "sign_lease",
     "GENESIS_KIND",
     "HUB_KINDS",
     "KEY_ROTATION",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,3 +32,25 @@ def artifact_dir(name: str) -> Path:
     path = ARTIFACTS / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def keyring(folder: Path, node: str = "CN01") -> Any:
+    """The data keyring of a bare test folder (created with the 'file' source on first use)."""
+    from node import atrest
+
+    folder = Path(folder)
+    if (folder / atrest.DATAKEY_FILE).exists():
+        return atrest.unlock(folder)
+    return atrest.create_keyring(folder, node)
+
+
+def node_db(path: Path, *, readonly: bool = False) -> Any:
+    """A blocking connection to a node's encrypted database (node.dbcipher), keyed from its folder."""
+    from node import atrest
+    from node.dbcipher import connect
+
+    path = Path(path)
+    key = atrest.unlock(path.parent).db_key
+    if readonly:
+        return connect(f"file:{path}?mode=ro", key, uri=True)
+    return connect(path, key)

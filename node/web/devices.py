@@ -219,8 +219,7 @@ async def _scan_blob(request: web.Request) -> tuple[Devices, str, str, str]:
 @routes.get("/ban-quet/{sha256}/anh.png")
 async def scan_thumbnail(request: web.Request) -> web.StreamResponse:
     devices, sha, media_type, _ = await _scan_blob(request)
-    path = await thumbnail(devices.blobs, sha, media_type, devices.thumbnail_dir)
-    body = await asyncio.to_thread(path.read_bytes)
+    body = await thumbnail(devices.blobs, sha, media_type)
     return web.Response(body=body, content_type="image/png", headers={"X-Content-Type-Options": "nosniff"})
 
 
@@ -231,16 +230,16 @@ async def scan_download(request: web.Request) -> web.StreamResponse:
     dossier = request.query.get("ho-so")
     if dossier is not None and not is_dossier_code(dossier):
         dossier = None
-    try:  # hash the whole file first: a corrupted blob is an error, never a silent download
-        await asyncio.to_thread(lambda: devices.blobs.open_blob(sha, verify=True).close())
+    try:  # decrypt and hash the whole file first: a corrupted blob is an error, never a silent download
+        body = await asyncio.to_thread(devices.blobs.read_bytes, sha)
     except BlobNotFound:
         raise NotFound("Tệp của bản quét không còn trong kho lưu trữ.") from None
     await log_scan_access(
         devices.node.store, actor=who.actor, sha256=sha, dossier=dossier, action="download", now=_now()
     )
     ascii_name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or f"{sha[:12]}"
-    return web.FileResponse(
-        devices.blobs.path_for(sha),
+    return web.Response(
+        body=body,
         headers={
             "Content-Type": media_type,
             "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}",

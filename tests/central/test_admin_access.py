@@ -31,6 +31,7 @@ MATRIX: list[tuple[str, str, dict[str, int]]] = [
     ("GET", "/admin/rotations", {ANON: 303, VIEWER: 200, OFFICER: 403, ADMIN: 200}),
     ("GET", "/admin/rotations/" + "a" * 64, {ANON: 303, VIEWER: 403, OFFICER: 403, ADMIN: 404}),
     ("POST", "/admin/rotations/" + "a" * 64 + "/approve", {ANON: 401, VIEWER: 403, OFFICER: 403, ADMIN: 404}),
+    ("POST", "/admin/nodes/CN01/lease", {ANON: 401, VIEWER: 403, OFFICER: 403, ADMIN: 303}),
     ("POST", "/admin/review/quarantine/CN01/1/2", {ANON: 401, VIEWER: 403, OFFICER: 403, ADMIN: 400}),
     (
         "POST",

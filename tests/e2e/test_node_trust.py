@@ -40,8 +40,10 @@ async def test_a_revoked_node_refuses_intake_and_says_so(tmp_path: Path) -> None
         status, body = await a.call("POST", "/api/v1/dossiers", reception())
         assert status == 503 and body["error"] == "append_blocked" and body["reason"] == "node_revoked"
         assert "thu hồi khóa ký" in body["message"]
-        html = await a.page("/hom-nay")
+        html = await a.page("/ho-so/moi")  # the banner is on every page; views with PII are locked
         assert "Máy trạm đã bị thu hồi." in html and "liên hệ quản trị" in html
+        status, body = await a.call("GET", "/api/v1/dossiers")
+        assert status == 423 and body["error"] == "pii_locked" and "thu hồi" in body["message"]
         # The block survives a restart with the hub unreachable: the node does not sign as if trusted.
         await a.stop()
         await hub.stop()

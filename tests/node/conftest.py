@@ -17,10 +17,12 @@ from node.app import make_app
 from node.auth import add_user, create_token
 from node.blobs import BLOBS_SQL, BlobStore
 from node.config import NodeConfig
+from node.dbcipher import aconnect
 from node.printing import PRINT_SQL
 from node.provision import Node, init_node
 from node.scan_inbox import SCANS_SQL
 from node.store import Store
+from tests.tools import keyring
 
 # The domain's minimum PBKDF2 work for lookup codes; keeps tests fast (production uses the default).
 FAST_LOOKUP = 1_000
@@ -116,8 +118,10 @@ Writer = Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]]
 
 
 async def open_db(path: Path) -> aiosqlite.Connection:
-    """A real SQLite file the way the node store opens it: WAL, synchronous=FULL, explicit transactions."""
-    db = await aiosqlite.connect(path, isolation_level=None)
+    """A real SQLite file the way the node store opens it: SQLCipher with the folder's data key, WAL,
+    synchronous=FULL, explicit transactions."""
+    path = Path(path)
+    db = await aconnect(path, keyring(path.parent).db_key)
     await db.execute("PRAGMA journal_mode=WAL")
     await db.execute("PRAGMA synchronous=FULL")
     await db.execute("PRAGMA foreign_keys=ON")
@@ -156,4 +160,4 @@ def writer(db: aiosqlite.Connection) -> Writer:
 
 @pytest.fixture
 def store(tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path / "state", low_disk_bytes=0)
+    return BlobStore(tmp_path / "state", low_disk_bytes=0, keyring=keyring(tmp_path / "state"))

@@ -15,8 +15,10 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
+from node.blobcipher import ciphertext_size
 from node.blobs import CHUNK_SIZE, BlobStore, FileOps, get_blob, register_blob
 from node.errors import BlobCorrupt, BlobNotFound, DiskFull, FsyncFailed, StorageError
+from tests.tools import keyring
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,8 +83,8 @@ def test_fsync_error_discards_and_is_never_retried(tmp_path: Path) -> None:
         calls.append(fd)
         raise OSError(errno.EIO, "Input/output error")
 
-    BlobStore(tmp_path)  # its folders exist: the fault hits the write path only
-    store = BlobStore(tmp_path, low_disk_bytes=0, ops=FileOps(fsync=failing_fsync))
+    BlobStore(tmp_path, keyring=keyring(tmp_path))  # its folders exist: the fault hits the write path only
+    store = BlobStore(tmp_path, keyring=keyring(tmp_path), low_disk_bytes=0, ops=FileOps(fsync=failing_fsync))
     with pytest.raises(FsyncFailed) as err:
         store.stage_bytes(b"scan bytes" * 1000)
     assert len(calls) == 1, "fsync must not be retried after an error (fsyncgate)"
@@ -101,13 +103,13 @@ def test_enospc_mid_write_leaves_nothing(tmp_path: Path) -> None:
         written += n
         return n
 
-    store = BlobStore(tmp_path, low_disk_bytes=0, ops=FileOps(write=write))
+    store = BlobStore(tmp_path, keyring=keyring(tmp_path), low_disk_bytes=0, ops=FileOps(write=write))
     with pytest.raises(DiskFull) as err:
         store.stage_bytes(os.urandom(3 * CHUNK_SIZE))
     assert err.value.retryable and "đầy" in err.value.message
     assert _files(store) == []
     # Space comes back: the same store works again without any repair.
-    ok = BlobStore(tmp_path, low_disk_bytes=0)
+    ok = BlobStore(tmp_path, keyring=keyring(tmp_path), low_disk_bytes=0)
     assert ok.verify(ok.stage_bytes(b"after").sha256)
 
 
@@ -136,15 +138,20 @@ def test_directory_fsync_error_withdraws_the_rename(tmp_path: Path) -> None:
             raise OSError(errno.EIO, "Input/output error")
         os.fsync(fd)
 
-    BlobStore(tmp_path)  # its folders exist: the fault hits the write path only
-    store = BlobStore(tmp_path, low_disk_bytes=0, ops=FileOps(fsync=fsync))
+    BlobStore(tmp_path, keyring=keyring(tmp_path))  # its folders exist: the fault hits the write path only
+    store = BlobStore(tmp_path, keyring=keyring(tmp_path), low_disk_bytes=0, ops=FileOps(fsync=fsync))
     with pytest.raises(FsyncFailed):
         store.stage_bytes(b"dir fsync fails")
     assert _files(store) == []
 
 
 def test_low_disk_watermark_refuses_before_writing(tmp_path: Path) -> None:
-    store = BlobStore(tmp_path, low_disk_bytes=100 << 20, ops=FileOps(free_bytes=lambda _p: 120 << 20))
+    store = BlobStore(
+        tmp_path,
+        keyring=keyring(tmp_path),
+        low_disk_bytes=100 << 20,
+        ops=FileOps(free_bytes=lambda _p: 120 << 20),
+    )
     store.stage_bytes(b"small")  # 120 MB free - 5 bytes is above the 100 MB watermark
     with pytest.raises(DiskFull) as err:
         store.stage_bytes(b"y" * (30 << 20))
@@ -187,10 +194,11 @@ CHILD = textwrap.dedent(
     sys.path.insert(0, {root!r})
     from node.blobs import BlobStore, register_blob
     from tests.node.conftest import open_db, make_writer
+    from tests.tools import keyring
 
     async def main():
         db = await open_db({db!r})
-        store = BlobStore({state!r}, low_disk_bytes=0)
+        store = BlobStore({state!r}, low_disk_bytes=0, keyring=keyring({state!r}))
         write = make_writer(db)
         print("ready", flush=True)
         i = 0
@@ -220,7 +228,7 @@ async def test_sigkill_during_writes_leaves_only_complete_registered_blobs(tmp_p
         from tests.node.conftest import open_db
 
         db = await open_db(dbfile)
-        store = BlobStore(state, low_disk_bytes=0)
+        store = BlobStore(state, keyring=keyring(state), low_disk_bytes=0)
         report = await store.sweep(db)
         assert report.missing == ()
         async with db.execute("SELECT sha256, size FROM blobs") as cur:
@@ -230,7 +238,7 @@ async def test_sigkill_during_writes_leaves_only_complete_registered_blobs(tmp_p
         await db.close()
         assert rows, "the child should have registered something"
         for sha, size in rows:
-            assert store.verify(sha) and store.path_for(sha).stat().st_size == size
+            assert store.verify(sha) and store.path_for(sha).stat().st_size == ciphertext_size(size)
         on_disk = {p.name for p in (state / "blobs" / "sha256").rglob("*") if p.is_file()}
         assert on_disk == {sha for sha, _ in rows}
         assert list(store.tmp_dir.iterdir()) == []

@@ -214,11 +214,11 @@ def test_serve_killed_mid_way_loses_nothing_and_codes_continue(tmp_path: Path) -
 
 
 def test_verify_fails_on_a_tampered_database(tmp_path: Path) -> None:
-    import sqlite3
+    from tests.tools import node_db
 
     data = tmp_path / "n"
     assert _init(data).returncode == 0
-    db = sqlite3.connect(data / "node.sqlite3")
+    db = node_db(data / "node.sqlite3")
     raw = db.execute("SELECT raw FROM entries WHERE seq = 1").fetchone()[0]
     db.execute(
         "UPDATE entries SET raw = ? WHERE seq = 1", (bytes(raw).replace(b'"node":"CN01"', b'"node":"CN02"'),)

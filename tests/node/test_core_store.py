@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from node.dbcipher import IntegrityError, OperationalError, aconnect
 from node.errors import StoreClosed
 from node.migrations import MIGRATIONS, applied, apply_migrations, split_sql
 from node.store import Store, run_sync
+from tests.tools import keyring
+
+
+@pytest.fixture(autouse=True)
+def _data_key(tmp_path: Path) -> None:
+    keyring(tmp_path)  # the folder's data key: Store.open finds it like a node's
 
 
 async def test_pragmas_and_migrations(tmp_path: Path) -> None:
@@ -42,7 +49,7 @@ async def test_write_commits_and_rollback_on_error(tmp_path: Path) -> None:
             async with store.write() as db:
                 await db.execute("INSERT INTO lookup_codes VALUES ('X-2', 'BBBB', 1)")
                 raise RuntimeError("boom")
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(IntegrityError):
             async with store.write() as db:
                 await db.execute("INSERT INTO lookup_codes VALUES ('X-3', 'CCCC', 1)")
                 await db.execute("INSERT INTO lookup_codes VALUES ('X-1', 'DDDD', 1)")
@@ -63,7 +70,7 @@ async def test_reader_does_not_see_uncommitted_writes(tmp_path: Path) -> None:
             assert await store.fetchall("SELECT 1 FROM lookup_codes") == []
         assert len(await store.fetchall("SELECT 1 FROM lookup_codes")) == 1
         async with store.read() as db:
-            with pytest.raises(sqlite3.OperationalError):  # the reader is query_only
+            with pytest.raises(OperationalError):  # the reader is query_only
                 await db.execute("DELETE FROM lookup_codes")
     finally:
         await store.close()
@@ -84,12 +91,10 @@ async def test_close_is_idempotent_and_use_after_close_raises(tmp_path: Path) ->
 async def test_a_failing_migration_step_leaves_nothing(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "a.sqlite3")
     await store.close()
-    import aiosqlite
-
-    db = await aiosqlite.connect(tmp_path / "a.sqlite3", isolation_level=None)
+    db = await aconnect(tmp_path / "a.sqlite3", keyring(tmp_path).db_key)
     try:
         bad = ("0099_bad", "CREATE TABLE half_done (x INTEGER);\nCREATE TABLE half_done (x INTEGER);\n")
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(OperationalError):
             await apply_migrations(db, (*MIGRATIONS, bad))
         assert "0099_bad" not in await applied(db)
         async with db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half_done'") as c:
@@ -110,7 +115,7 @@ async def test_run_sync_runs_in_the_callers_transaction(tmp_path: Path) -> None:
     """Statements run through ``run_sync`` (one hand-off to the writer's thread) commit and roll back
     with the ``store.write()`` block around them."""
 
-    def insert(conn: sqlite3.Connection, code: str) -> int:
+    def insert(conn: Any, code: str) -> int:
         conn.execute("INSERT INTO lookup_codes VALUES (?, 'AAAA', 1)", (code,))
         return int(conn.execute("SELECT count(*) FROM lookup_codes").fetchone()[0])
 
@@ -122,7 +127,7 @@ async def test_run_sync_runs_in_the_callers_transaction(tmp_path: Path) -> None:
             async with store.write() as db:
                 assert await run_sync(db, insert, "X-2") == 2
                 raise RuntimeError("boom")
-        with pytest.raises(sqlite3.IntegrityError):  # an error inside fn reaches the caller
+        with pytest.raises(IntegrityError):  # an error inside fn reaches the caller
             async with store.write() as db:
                 await run_sync(db, insert, "X-1")
         rows = await store.fetchall("SELECT dossier FROM lookup_codes ORDER BY dossier")

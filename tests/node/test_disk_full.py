@@ -19,7 +19,7 @@ from node.errors import DiskFull
 from node.hotfolder import HotFolder, ScannerConfig
 from node.scan_inbox import list_unassigned
 from node.scan_intake import Deferred, Registered, ScanIntake, list_rejected
-from tests.tools import in_ci, require
+from tests.tools import in_ci, keyring, require
 
 MiB = 1 << 20
 
@@ -58,7 +58,7 @@ def big_pdf(seed: int, mib: float = 1.4) -> bytes:
 
 
 async def test_enospc_mid_write_leaves_nothing_and_recovers(tmpfs: Path, tmp_path: Path, writer, db) -> None:
-    store = BlobStore(tmpfs, low_disk_bytes=0)
+    store = BlobStore(tmpfs, keyring=keyring(tmpfs), low_disk_bytes=0)
     intake = ScanIntake(store, writer)
     hot_dir = tmp_path / "hot"
     hot_dir.mkdir()
@@ -100,7 +100,7 @@ async def test_enospc_mid_write_leaves_nothing_and_recovers(tmpfs: Path, tmp_pat
 
 
 async def test_low_disk_watermark_refuses_before_enospc(tmpfs: Path, tmp_path: Path, writer, db) -> None:
-    store = BlobStore(tmpfs, low_disk_bytes=5 * MiB)
+    store = BlobStore(tmpfs, keyring=keyring(tmpfs), low_disk_bytes=5 * MiB)
     intake = ScanIntake(store, writer)
     path = tmp_path / "scan.pdf"
     path.write_bytes(big_pdf(7, 1.6))
@@ -111,5 +111,5 @@ async def test_low_disk_watermark_refuses_before_enospc(tmpfs: Path, tmp_path: P
     with pytest.raises(DiskFull):
         store.check_space(path.stat().st_size)
 
-    relaxed = ScanIntake(BlobStore(tmpfs, low_disk_bytes=2 * MiB), writer)
+    relaxed = ScanIntake(BlobStore(tmpfs, keyring=keyring(tmpfs), low_disk_bytes=2 * MiB), writer)
     assert isinstance(await relaxed.process(path, scanner="s", desk="d"), Registered)

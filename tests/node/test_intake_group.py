@@ -22,6 +22,7 @@ from node.verify import verify_node
 from protocol.dossier.codes import LookupHash
 from protocol.entry import Entry
 from tests.node.conftest import reception
+from tests.tools import node_db
 
 
 def _person(i: int) -> dict[str, Any]:
@@ -66,9 +67,12 @@ def _instant_lookup_hash(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _committed(node: Node, code: str) -> bool:
     """Read with a separate plain connection: only committed data is visible there."""
-    with sqlite3.connect(node.config.db_path) as db:
+    db = node_db(node.config.db_path)
+    try:
         found = db.execute("SELECT count(*) FROM entries WHERE dossier = ?", (code,)).fetchone()
         return bool(found[0])
+    finally:
+        db.close()
 
 
 async def test_concurrent_receptions_share_commits_and_answer_after_commit(node: Node) -> None:

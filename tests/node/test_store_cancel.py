@@ -8,9 +8,11 @@ import asyncio
 from pathlib import Path
 
 from node.store import Store
+from tests.tools import keyring
 
 
 async def test_cancelling_at_any_await_leaves_no_transaction_open(tmp_path: Path) -> None:
+    keyring(tmp_path)  # the folder's data key: Store.open finds it like a node's
     store = await Store.open(tmp_path / "node.sqlite3")
     try:
         async with store.write() as db:

@@ -35,11 +35,10 @@ from tests.node.conftest import FAST_LOOKUP, UNIT, reception
 
 
 def _put_blob(data_dir: Path, content: bytes) -> str:
-    sha = hashlib.sha256(content).hexdigest()
-    path = data_dir / "blobs" / "sha256" / sha[:2] / sha
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    return sha
+    """A scan in the node's (encrypted) blob store."""
+    from node.blobs import BlobStore
+
+    return BlobStore(data_dir, low_disk_bytes=0).stage_bytes(content).sha256
 
 
 async def _intake(node: Node, n: int) -> list[str]:
@@ -104,7 +103,10 @@ async def test_backup_while_writing_is_consistent_and_has_no_key(config: NodeCon
         assert report.ok and report.heads[0].seq == head["seq"]
     finally:
         await store.close()
-    assert (restored / "blobs" / "sha256" / sha[:2] / sha).read_bytes().startswith(b"%PDF-1.4 scan")
+    from node.blobs import BlobStore
+
+    assert not (restored / "blobs" / "sha256" / sha[:2] / sha).read_bytes().startswith(b"%PDF")  # ciphertext
+    assert BlobStore(restored, low_disk_bytes=0).read_bytes(sha).startswith(b"%PDF-1.4 scan")
 
 
 async def test_restored_node_needs_a_new_epoch_and_never_reuses_a_code(
@@ -205,7 +207,10 @@ def _rewrite(archive: Path, change) -> Path:  # type: ignore[no-untyped-def]
     ],
 )  # fmt: skip
 async def test_a_damaged_archive_is_refused_naming_the_problem(
-    config: NodeConfig, tmp_path: Path, change, message: str  # type: ignore[no-untyped-def]
+    config: NodeConfig,
+    tmp_path: Path,
+    change,
+    message: str,  # type: ignore[no-untyped-def]
 ) -> None:
     _put_blob(config.data_dir, b"%PDF-1.4 a scan\n")
     archive = tmp_path / "b.tar"

@@ -34,6 +34,7 @@ from protocol import Enrollment, EnrollmentRequest, PublicKey, Receipt, canonica
 from tests.faults.proxy import FaultProxy, Faults
 from tests.node.conftest import FAST_LOOKUP, reception
 from tests.reliability.procs import ServerProc, free_port, spawn_cli, wait_serving
+from tests.tools import node_db
 
 __all__ = ["NetSoak", "SoakPlan", "open_enrolled", "open_node", "sync_client"]
 
@@ -274,7 +275,7 @@ class NetSoak:
         return sqlite3.connect(f"file:{self.hub_dir / 'hub.sqlite3'}?mode=ro", uri=True)
 
     def _node_rows(self, b: SimBranch) -> list[tuple[int, bytes]]:
-        with contextlib.closing(sqlite3.connect(f"file:{b.node.config.db_path}?mode=ro", uri=True)) as db:
+        with contextlib.closing(node_db(b.node.config.db_path, readonly=True)) as db:
             return [
                 (s, bytes(r))
                 for s, r in db.execute(
@@ -329,9 +330,7 @@ class NetSoak:
                 missing = set(b.acked) - set(codes)
                 assert not missing, f"{b.node_id}: acknowledged intakes lost: {sorted(missing)[:5]}"
                 written |= set(b.acked)
-                with contextlib.closing(
-                    sqlite3.connect(f"file:{b.node.config.db_path}?mode=ro", uri=True)
-                ) as db:
+                with contextlib.closing(node_db(b.node.config.db_path, readonly=True)) as db:
                     for row in db.execute("SELECT log, epoch, seq, head, hub_time, sig FROM sync_receipts"):
                         receipt = Receipt(*row)
                         receipt.verify(self.hub_key)

@@ -19,6 +19,7 @@ from node.verify import verify_node
 from protocol.chain import ChainState, verify_next
 from protocol.entry import Entry
 from protocol.keys import parse_public_key
+from tests.tools import node_db
 
 __all__ = ["NodeChecker", "NodeState", "check_blobs"]
 
@@ -86,7 +87,7 @@ class NodeChecker:
         return total
 
     async def check(self, *, full: bool = False) -> NodeState:
-        db = sqlite3.connect(self.data / "node.sqlite3", isolation_level=None)
+        db = node_db(self.data / "node.sqlite3")
         try:
             (result,) = db.execute("PRAGMA integrity_check").fetchone()
             assert result == "ok", f"integrity_check: {result}"

@@ -28,6 +28,7 @@ from tests.node.conftest import reception
 from tests.reliability.hubsim import new_hub
 from tests.reliability.netsoak import open_enrolled, open_node, sync_client
 from tests.reliability.procs import free_port
+from tests.tools import node_db
 
 
 @pytest.mark.parametrize(
@@ -81,7 +82,7 @@ async def test_restored_backup_appending_offline_is_a_fork_on_first_push(
             assert hub.execute("SELECT count(*) FROM forks").fetchone() == (0,)
             assert hub.execute("SELECT status FROM nodes WHERE node = 'CN01'").fetchone()[0] == "active"
             mine = (
-                sqlite3.connect(tmp_path / "backup" / "node.sqlite3")
+                node_db(tmp_path / "backup" / "node.sqlite3")
                 .execute("SELECT seq, hash, raw FROM entries WHERE log = 'CN01' AND epoch = 1 ORDER BY seq")
                 .fetchall()
             )
@@ -102,7 +103,7 @@ async def test_restored_backup_appending_offline_is_a_fork_on_first_push(
         assert len(forks) == 1
         log, epoch, seq, stored_hash, offered_hash, offered_raw = forks[0]
         mine = (
-            sqlite3.connect(tmp_path / "backup" / "node.sqlite3")
+            node_db(tmp_path / "backup" / "node.sqlite3")
             .execute("SELECT hash, raw FROM entries WHERE log = 'CN01' AND epoch = 1 AND seq = ?", (seq,))
             .fetchone()
         )

@@ -33,6 +33,7 @@ from tests.node.samples import make_image, make_pdf
 from tests.reliability.faultfs import build_shim, tmpfs
 from tests.reliability.nodecheck import NodeChecker
 from tests.reliability.procs import ServerProc, free_port, wait_serving
+from tests.tools import keyring
 
 NODE = "CN01"
 
@@ -326,8 +327,8 @@ async def _one_fault(db, writer, state: Path, name: str, payload: bytes, countin
     folder = state / "in"
     folder.mkdir(parents=True)
     (folder / name).write_bytes(payload)
-    BlobStore(state)  # its folders exist: the faults hit the write path only
-    outcome = await ScanIntake(BlobStore(state, ops=counting.ops()), writer).process(
+    BlobStore(state, keyring=keyring(state))  # its folders exist: the faults hit the write path only
+    outcome = await ScanIntake(BlobStore(state, keyring=keyring(state), ops=counting.ops()), writer).process(
         folder / name, scanner="s1", desk="q1"
     )
     if not counting.failed:
@@ -340,7 +341,9 @@ async def _one_fault(db, writer, state: Path, name: str, payload: bytes, countin
     assert count == 0, "a blob was registered after a failed write"
     assert not list((state / "blobs" / "tmp").iterdir()), "a temp file was left"
     assert (folder / name).read_bytes() == payload, "the scanner's file was touched"
-    healed = await ScanIntake(BlobStore(state), writer).process(folder / name, scanner="s1", desk="q1")
+    healed = await ScanIntake(BlobStore(state, keyring=keyring(state)), writer).process(
+        folder / name, scanner="s1", desk="q1"
+    )
     assert isinstance(healed, Registered) and not (folder / name).exists(), healed  # no manual repair
     await _reset(db)
     return outcome.code

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 import aiosqlite
 
+from node.code_floor import floor_seq
 from node.errors import CodeExhausted, Conflict, InvalidInput, JournalError, NodeError
 from node.inputs import ID_TYPES, InputReader
 from node.journal import Journal
@@ -349,7 +350,8 @@ class Desk:
     # -- code allocation -----------------------------------------------------------------------------
 
     async def _used_max(self, day: date) -> int | None:
-        """The highest sequence of this node's block used on ``day`` in the log (every epoch, every log)."""
+        """The highest sequence of this node's block used on ``day`` in the log (every epoch, every log),
+        or reserved by a restored epoch's code floor."""
         prefix = f"{self.unit_code}-{day:%y%m%d}-"
         row = await self.store.fetchone(
             "SELECT max(CAST(substr(dossier, ?) AS INTEGER)) FROM entries WHERE dossier >= ? AND dossier < ?"
@@ -364,7 +366,12 @@ class Desk:
                 self.block.last,
             ),
         )
-        return int(row[0]) if row is not None and row[0] is not None else None
+        used = int(row[0]) if row is not None and row[0] is not None else None
+        # a restored epoch's floor: numbers a lost disk may have printed that day (node/code_floor.py)
+        floor = await floor_seq(self.store, self.unit_code, day)
+        if floor is not None and self.block.start - 1 <= floor <= self.block.last:
+            used = max(used or 0, floor)
+        return used
 
     async def _max_line(self, book: str) -> int:
         row = await self.store.fetchone(
@@ -476,7 +483,16 @@ class Desk:
             )
             submitted = True  # from here on the group commit releases the reservation
             result = await self._submit(
-                "dossier.received", body, actor, code, line, book, print_, idempotency_key, now, lookup,
+                "dossier.received",
+                body,
+                actor,
+                code,
+                line,
+                book,
+                print_,
+                idempotency_key,
+                now,
+                lookup,
                 receipt,
             )
             if receipt is not None and self.receipts is not None and not result.replayed:

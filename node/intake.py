@@ -14,14 +14,12 @@ again, never twice: an uncommitted code was never printed. A reservation is rele
 reception's transaction has ended, even if the request went away before.
 
 Group commit: a reception ready to be written joins a queue; one background task writes the whole queue
-in one transaction (one fsync: ``Journal.append_many_then``, ``executemany`` for the rows), then answers
-each request, only after that COMMIT. The transaction is four trips to the writer's thread whatever the
-group's size (BEGIN; the idempotency keys and codes already in the log; the entries, their projections
-and the desk's own rows in one ``run_sync``; COMMIT): each trip waits for a turn of the event loop.
-What arrives meanwhile forms the next group. A request whose idempotency key is already in the group
-waits for the next one (and is then a replay). If the group's transaction fails, each of its receptions
-is retried alone in its own transaction, so one bad request answers its own error and never loses or
-half-writes the others; if a COMMIT fails, nobody in that group is told their dossier was recorded.
+in one transaction (one fsync: ``Journal.append_many``, ``executemany`` for the rows), then answers each
+request, only after that COMMIT. What arrives meanwhile forms the next group. A request whose
+idempotency key is already in the group waits for the next one (and is then a replay). If the group's
+transaction fails, each of its receptions is retried alone in its own transaction, so one bad request
+answers its own error and never loses or half-writes the others; if a COMMIT fails, nobody in that
+group is told their dossier was recorded.
 """
 
 from __future__ import annotations
@@ -33,10 +31,9 @@ import functools
 import hashlib
 import logging
 import os
-import sqlite3
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
@@ -47,7 +44,7 @@ from node.code_floor import floor_seq
 from node.errors import CodeExhausted, Conflict, InvalidInput, JournalError, NodeError
 from node.inputs import ID_TYPES, InputReader
 from node.journal import Journal
-from node.store import Store, run_sync
+from node.store import Store
 from protocol.calendar import Calendar, local_date
 from protocol.catalog import AssessedFee, Catalog, PerPageFee, Procedure
 from protocol.deadline import due_at
@@ -192,49 +189,6 @@ def _hashers() -> concurrent.futures.ThreadPoolExecutor:
 
 def _chunks(values: list[str]) -> list[list[str]]:
     return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)]
-
-
-def _group_reads(
-    conn: sqlite3.Connection, keys: list[str], codes: list[str]
-) -> tuple[dict[str, tuple[object, ...]], set[str]]:
-    """On the writer's thread, in the group's transaction: the idempotency rows of ``keys``, and which of
-    ``codes`` the log holds already (one hand-off for both)."""
-    known: dict[str, tuple[object, ...]] = {}
-    for chunk in _chunks(keys):
-        rows = conn.execute(
-            "SELECT key, fingerprint, dossier, log, epoch, seq, kind FROM idempotency"
-            f" WHERE key IN ({','.join('?' * len(chunk))})",
-            chunk,
-        )
-        known.update((str(r[0]), tuple(r)) for r in rows)
-    stored: set[str] = set()
-    for chunk in _chunks(codes):
-        rows = conn.execute(
-            f"SELECT DISTINCT dossier FROM entries WHERE dossier IN ({','.join('?' * len(chunk))})", chunk
-        )
-        stored.update(str(r[0]) for r in rows)
-    return known, stored
-
-
-def _group_rows(
-    conn: sqlite3.Connection,
-    lookups: Sequence[tuple[object, ...]],
-    remembered: Sequence[tuple[object, ...]],
-    codes: list[str],
-) -> dict[str, tuple[int, str, int | None]]:
-    """On the writer's thread, after the group's entries: lookup codes and idempotency rows, then the
-    states of ``codes`` as projected (one hand-off)."""
-    if lookups:
-        conn.executemany("INSERT INTO lookup_codes VALUES (?,?,?)", lookups)
-    if remembered:
-        conn.executemany("INSERT INTO idempotency VALUES (?,?,?,?,?,?,?,?,?)", remembered)
-    states: dict[str, tuple[int, str, int | None]] = {}
-    for chunk in _chunks(codes):
-        marks = ",".join("?" * len(chunk))
-        sql = f"SELECT code, national, state, due_at FROM dossiers WHERE code IN ({marks})"
-        rows = conn.execute(sql, chunk)
-        states.update((str(r[0]), (int(r[1]), str(r[2]), r[3])) for r in rows)
-    return states
 
 
 def _retrieve(done: asyncio.Future[Recorded]) -> None:
@@ -529,16 +483,7 @@ class Desk:
             )
             submitted = True  # from here on the group commit releases the reservation
             result = await self._submit(
-                "dossier.received",
-                body,
-                actor,
-                code,
-                line,
-                book,
-                print_,
-                idempotency_key,
-                now,
-                lookup,
+                "dossier.received", body, actor, code, line, book, print_, idempotency_key, now, lookup,
                 receipt,
             )
             if receipt is not None and self.receipts is not None and not result.replayed:
@@ -671,8 +616,14 @@ class Desk:
         """Inside the transaction: replays, then every new entry (``Journal.append_many``) and its rows."""
         outcomes: list[object] = [None] * len(group)
         keys = sorted({item.key for item in group if item.key is not None})
-        codes = [str(group[i].code) for i in range(len(group))]
-        known, stored = await run_sync(db, _group_reads, keys, codes)
+        known: dict[str, tuple[object, ...]] = {}
+        for chunk in _chunks(keys):
+            rows = await db.execute_fetchall(
+                "SELECT key, fingerprint, dossier, log, epoch, seq, kind FROM idempotency"
+                f" WHERE key IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            known.update((str(r[0]), tuple(r)) for r in rows)
         fresh: list[int] = []
         seen: set[str] = set()
         for i, item in enumerate(group):
@@ -692,8 +643,13 @@ class Desk:
                     continue
                 seen.add(item.key)
             fresh.append(i)
-        fresh_codes = [str(group[i].code) for i in fresh]
-        taken: set[str] = {c for c, n in Counter(fresh_codes).items() if n > 1} | (stored & set(fresh_codes))
+        codes = [str(group[i].code) for i in fresh]
+        taken: set[str] = {c for c, n in Counter(codes).items() if n > 1}
+        for chunk in _chunks(codes):
+            rows = await db.execute_fetchall(
+                f"SELECT DISTINCT dossier FROM entries WHERE dossier IN ({','.join('?' * len(chunk))})", chunk
+            )
+            taken.update(str(r[0]) for r in rows)
         if taken:  # never a second dossier under a code: the store holds codes this desk did not count
             self._forget()
             for i in fresh:
@@ -702,21 +658,8 @@ class Desk:
                         "Số hồ sơ vừa cấp đã có trong nhật ký; vui lòng gửi lại.", detail=str(group[i].code)
                     )
             fresh = [i for i in fresh if outcomes[i] is None]
-        lookups = [(str(group[i].code), group[i].lookup, group[i].now) for i in fresh if group[i].lookup]
-        keyed = {str(group[i].code): group[i] for i in fresh if group[i].key is not None}
-
-        def rows(conn: sqlite3.Connection, entries: list[Entry]) -> dict[str, tuple[int, str, int | None]]:
-            """Lookup codes, idempotency rows and the projected states, in the entries' hand-off."""
-            mine = {str(e.body.get("dossier")): e for e in entries}
-            remembered = [
-                (item.key, item.print_, item.actor, code, e.kind, e.log, e.epoch, e.seq, item.now)
-                for code, item in keyed.items()
-                if (e := mine.get(code)) is not None
-            ]
-            return _group_rows(conn, [r for r in lookups if r[0] in mine], remembered, sorted(mine))
-
-        results, states_or_none = await self.journal.append_many_then(
-            db, [(group[i].kind, group[i].body, group[i].actor) for i in fresh], built=True, then=rows
+        results = await self.journal.append_many(
+            db, [(group[i].kind, group[i].body, group[i].actor) for i in fresh]
         )
         written: list[tuple[int, Entry]] = []
         for i, result in zip(fresh, results, strict=True):
@@ -726,11 +669,27 @@ class Desk:
                 outcomes[i] = result
         if not written:
             return outcomes
-        states = states_or_none or {}
+        lookups = [(str(group[i].code), group[i].lookup, group[i].now) for i, _ in written if group[i].lookup]
+        if lookups:
+            await db.executemany("INSERT INTO lookup_codes VALUES (?,?,?)", lookups)
+        remembered = [
+            (item.key, item.print_, item.actor, str(item.code), e.kind, e.log, e.epoch, e.seq, item.now)
+            for item, e in ((group[i], e) for i, e in written)
+            if item.key is not None
+        ]
+        if remembered:
+            await db.executemany("INSERT INTO idempotency VALUES (?,?,?,?,?,?,?,?,?)", remembered)
         if self.receipts is not None:
             for i, _ in written:
                 if group[i].receipt is not None:
                     await self.receipts.commit(db, group[i].receipt)
+        states: dict[str, tuple[int, str, int | None]] = {}
+        for chunk in _chunks([str(group[i].code) for i, _ in written]):
+            marks = ",".join("?" * len(chunk))
+            rows = await db.execute_fetchall(
+                f"SELECT code, national, state, due_at FROM dossiers WHERE code IN ({marks})", chunk
+            )
+            states.update((str(r[0]), (int(r[1]), str(r[2]), r[3])) for r in rows)
         for i, entry in written:
             item = group[i]
             status, state, due = states.get(str(item.code), (0, "pending", None))

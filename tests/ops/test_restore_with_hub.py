@@ -7,6 +7,7 @@ store; the last test goes through the CLI only (init with a token, sync --once, 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +26,8 @@ from node.config import load as load_node_config
 from node.migrations import split_sql
 from node.provision import Node, init_node
 from node.reprovision import (
+    PENDING_FILE,
+    ForkRefused,
     ReprovisionError,
     enroll_with_hub,
     finish_restore,
@@ -32,6 +35,7 @@ from node.reprovision import (
     rotate_key,
 )
 from node.restore import provision_from_hub
+from node.store import Store
 from node.sync_client import SYNC_SQL, HttpTransport, SyncClient, SyncError
 from node.sync_store import SqliteLocalLog
 from protocol import PublicKey
@@ -344,3 +348,46 @@ async def test_cli_restore_backup_then_the_nodes_own_sync_carries_on(
         int(c.rsplit("-", 1)[1]) for c in before
     )
     assert (await central.store.fetchone("SELECT count(*) FROM forks"))[0] == 0
+
+
+async def test_a_diverged_backup_shorter_than_the_hub_is_refused_as_a_fork(
+    hub: tuple[Hub, str], tmp_path: Path
+) -> None:
+    """A backup of a cloned disk (old key, one entry the hub never took) that ends before the hub's head:
+    the hub's continuation does not follow its last entry. Refused as ``ForkRefused``, naming the cause
+    (another history than the hub's) and the way out (restore from the hub); nothing written."""
+    central, base = hub
+    config = await init_node(tmp_path / "cn01", node_id="CN01", unit_code=UNIT, name="Tây Hồ", code_block=1)
+    node = await _open(config)
+    view = await enroll_with_hub(await _token(central, base), node.key)
+    try:
+        await _intake(node, 1)
+        assert await _sync(node, base, view.hub_key) == 2
+    finally:
+        await node.close()
+    clone_dir = tmp_path / "clone"
+    shutil.copytree(config.data_dir, clone_dir)  # the misuse: a raw copy of the disk, old key included
+    node = await _open(config)
+    try:
+        await _intake(node, 2)
+        assert await _sync(node, base, view.hub_key) == 2  # the hub holds epoch 1 up to seq 4
+    finally:
+        await node.close()
+    clone = await _open(load_node_config(clone_dir, {}))
+    try:
+        await _intake(clone, 1)  # seq 3 of epoch 1, another entry than the hub's seq 3
+        archive = tmp_path / "clone.tar"
+        await asyncio.to_thread(create_backup, clone_dir, archive, node_id="CN01")
+    finally:
+        await clone.close()
+    cfg, _ = await restore_backup(archive, tmp_path / "r")
+    with pytest.raises(ForkRefused) as refused:
+        await finish_restore(cfg, token=await _token(central, base))
+    assert "lịch sử khác" in str(refused.value) and "motcua-node restore" in str(refused.value)
+    assert (tmp_path / "r" / PENDING_FILE).exists()  # still pending
+    store = await Store.open(cfg.db_path)
+    try:
+        assert (await store.fetchone("SELECT max(epoch) FROM entries"))[0] == 1  # no new epoch written
+        assert (await store.fetchone("SELECT max(seq) FROM entries WHERE epoch = 1"))[0] == 3
+    finally:
+        await store.close()

@@ -405,6 +405,10 @@ async def start_next_epoch(
                 stranded = int((await cursor.fetchone() or (0,))[0])
         journal = Journal(node_id=node, epoch=epoch, key=key, project=projection.apply, wall=wall)
         genesis = await journal.start_epoch(db, previous)
+        if link is not None:
+            await db.execute("DELETE FROM hub_link WHERE epoch = ?", (epoch,))
+            await save_link(db, link.enrollment, link.base, wall())
+            await set_block(db, "")
         floor = None
         if codes is not None:
             unit, block = codes
@@ -412,10 +416,6 @@ async def start_next_epoch(
                 db, journal, unit=unit, block=block, day=local_date(wall()), margin=margin
             )
             floor = CodeFloor.from_body(entry.body)
-        if link is not None:
-            await db.execute("DELETE FROM hub_link WHERE epoch = ?", (epoch,))
-            await save_link(db, link.enrollment, link.base, wall())
-            await set_block(db, "")
     return EpochStarted(epoch, previous, inserted, stranded, genesis, floor)
 
 

@@ -725,3 +725,9 @@ def test_found_code_reissued_after_a_lost_disk() -> None:
         [("backup", {}), ("intake", {"count": 2}), ("restore_backup", {"pick": 0}), ("intake", {"count": 3})]
     )
     _replay([("intake", {"count": 1}), ("restore_from_hub", {}), ("intake", {"count": 2})])
+
+
+def test_found_code_floor_after_restoring_a_backup_of_a_revoked_node() -> None:
+    """Found by N6 (while adding the code floor): the floor was appended before the new epoch cleared the
+    backup's append block (revoked), so restoring a revoked node's backup failed."""
+    _replay([("revoke", {}), ("crash", {}), ("backup", {}), ("restore_backup", {"pick": 0})])

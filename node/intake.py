@@ -442,6 +442,7 @@ class Desk:
         applicant = self.applicant(reader, today)
         documents = self.documents(reader, procedure)
         fee = self.fee(reader, procedure)
+        fee_paid = reader.boolean("fee_paid") if fee else None  # collected at the counter (receipt line)
         channel = reader.integer("channel", "kênh tiếp nhận", 1, 3, default=1)
         note = reader.text("note", "ghi chú", required=False, max_len=2000, multiline=True)
         pickup = self.pickup(reader)
@@ -472,6 +473,7 @@ class Desk:
                 channel=channel,
                 pickup=pickup,
                 fee=fee,
+                fee_paid=fee_paid,
                 received_at=now,
                 due_at=due,
                 register=RegisterLine(book, line),

@@ -43,6 +43,7 @@ from typing import Any, Protocol
 
 import aiosqlite
 
+from node.code_floor import floor_seq
 from node.errors import CodeExhausted, Conflict, InvalidInput, JournalError, NodeError
 from node.inputs import ID_TYPES, InputReader
 from node.journal import Journal
@@ -407,7 +408,8 @@ class Desk:
     # -- code allocation -----------------------------------------------------------------------------
 
     async def _used_max(self, day: date) -> int | None:
-        """The highest sequence of this node's block used on ``day`` in the log (every epoch, every log)."""
+        """The highest sequence of this node's block used on ``day`` in the log (every epoch, every log),
+        or reserved by a restored epoch's code floor."""
         prefix = f"{self.unit_code}-{day:%y%m%d}-"
         row = await self.store.fetchone(
             "SELECT max(CAST(substr(dossier, ?) AS INTEGER)) FROM entries WHERE dossier >= ? AND dossier < ?"
@@ -422,7 +424,12 @@ class Desk:
                 self.block.last,
             ),
         )
-        return int(row[0]) if row is not None and row[0] is not None else None
+        used = int(row[0]) if row is not None and row[0] is not None else None
+        # a restored epoch's floor: numbers a lost disk may have printed that day (node/code_floor.py)
+        floor = await floor_seq(self.store, self.unit_code, day)
+        if floor is not None and self.block.start - 1 <= floor <= self.block.last:
+            used = max(used or 0, floor)
+        return used
 
     async def _max_line(self, book: str) -> int:
         row = await self.store.fetchone(
@@ -493,6 +500,7 @@ class Desk:
         applicant = self.applicant(reader, today)
         documents = self.documents(reader, procedure)
         fee = self.fee(reader, procedure)
+        fee_paid = reader.boolean("fee_paid") if fee else None  # collected at the counter (receipt line)
         channel = reader.integer("channel", "kênh tiếp nhận", 1, 3, default=1)
         note = reader.text("note", "ghi chú", required=False, max_len=2000, multiline=True)
         pickup = self.pickup(reader)
@@ -523,6 +531,7 @@ class Desk:
                 channel=channel,
                 pickup=pickup,
                 fee=fee,
+                fee_paid=fee_paid,
                 received_at=now,
                 due_at=due,
                 register=RegisterLine(book, line),

@@ -123,6 +123,13 @@ def _schemas() -> dict[str, Any]:
                 "channel": {"enum": [1, 2, 3], "default": 1},
                 "pages": {"type": "integer", "description": "pages of the original (per-page fees)"},
                 "copies": {"type": "integer", "default": 1},
+                "fee_paid": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "whether the fee (phí, lệ phí) was collected at reception: recorded in "
+                    "dossier.received and printed on the receipt as 'đã nộp' / 'chưa nộp'; ignored when "
+                    "the procedure has no fee",
+                },
                 "note": {"type": "string"},
                 "pickup": {
                     "type": "string",
@@ -217,6 +224,11 @@ def openapi() -> dict[str, Any]:
                 "requestBody": _body(
                     {"$ref": "#/components/schemas/Reception"},
                     {
+                        "chung-thuc-chu-ky-da-nop-phi": {
+                            "procedure": "2.000884",
+                            "applicant": _APPLICANT_EXAMPLE,
+                            "fee_paid": True,
+                        },
                         "khai-sinh": {
                             "procedure": "1.001193",
                             "applicant": _APPLICANT_EXAMPLE,

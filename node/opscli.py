@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from node import config as config_module
+from protocol.dossier.codes import RESTORE_CODE_MARGIN
 
 __all__ = ["COMMANDS", "add_parsers", "run"]
 
@@ -65,6 +66,13 @@ def _epoch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", help="a fresh invite token for this node id ('motcua-central node invite')")
     p.add_argument("--hub", help="hub URL (default: the one in the token)")
     p.add_argument("--standalone", action="store_true", help="a node that never had a hub: no enrollment")
+    p.add_argument(
+        "--code-margin",
+        type=int,
+        default=RESTORE_CODE_MARGIN,
+        help="numbers skipped today past those known used: receipts printed after the backup "
+        f"(default {RESTORE_CODE_MARGIN})",
+    )
 
 
 def _progress(err: TextIO, desc: str, total: int | None = None) -> Any:
@@ -100,6 +108,9 @@ def _report_epoch(started: Any, out: TextIO, err: TextIO) -> None:
     prev = started.previous
     named = "none" if prev is None else f"{prev.epoch}:{prev.seq}"
     out.write(f"epoch {started.epoch}\nsealed {named}\nfetched {started.fetched}\n")
+    if started.code_floor is not None:
+        floor = started.code_floor
+        out.write(f"code floor {floor.unit} {floor.day.isoformat()} above {floor.seq:04d}\n")
     if started.stranded:
         err.write(
             f"Chú ý: {started.stranded} bản ghi của epoch cũ chưa từng lên trung tâm; chúng được giữ tại máy "
@@ -122,7 +133,7 @@ async def _restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
         return 0
     started, _view = await finish_restore(
-        config, token=args.token, hub_url=args.hub, standalone=args.standalone
+        config, token=args.token, hub_url=args.hub, standalone=args.standalone, margin=args.code_margin
     )
     _report_epoch(started, out, err)
     return 0
@@ -133,7 +144,7 @@ async def _reprovision(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
 
     config = config_module.load(args.data, os.environ)
     started, _view = await finish_restore(
-        config, token=args.token, hub_url=args.hub, standalone=args.standalone
+        config, token=args.token, hub_url=args.hub, standalone=args.standalone, margin=args.code_margin
     )
     _report_epoch(started, out, err)
     return 0

@@ -140,7 +140,8 @@ def receipt_data(
         receiver_name=receiver_name,
         lookup_code=lookup_code,
         tracking_url=config.tracking_url,
-        fee=Fee(fee, paid=True) if fee else None,
+        # not recorded (entries before ``fee_paid``): as those receipts were printed
+        fee=Fee(fee, paid=data.get("fee_paid") is not False) if fee else None,
     )
 
 

@@ -42,6 +42,7 @@ import aiohttp
 from node import atrest, projection
 from node.backup import DB_NAME, KEY_NAME, BackupError, BackupManifest, read_archive, write_atomically
 from node.blobs import BlobStore, fsync_dir
+from node.code_floor import write_floor
 from node.config import CONFIG_FILE, NodeConfig, dump
 from node.config import load as load_config
 from node.errors import ConfigError, NodeError, NodeExists
@@ -59,7 +60,9 @@ from protocol import (
     decode,
     sign_request,
 )
+from protocol.calendar import local_date
 from protocol.chain import ChainState, verify_next
+from protocol.dossier.codes import RESTORE_CODE_MARGIN, CodeBlock, CodeFloor
 from protocol.entry import GENESIS_KIND
 from protocol.errors import ProtocolError
 from protocol.keys import (
@@ -108,6 +111,7 @@ class EpochStarted:
     fetched: int  # entries of old epochs fetched from the hub
     stranded: int  # entries of the sealed epoch the hub never got (kept locally, codes stay used)
     genesis: Entry
+    code_floor: CodeFloor | None = None  # numbering on the restore day continues above its seq
 
 
 @dataclass(slots=True)
@@ -347,12 +351,18 @@ async def start_next_epoch(
     fetched: Sequence[Entry] = (),
     link: HubView | None = None,
     wall: Callable[[], int] = _now_ms,
+    codes: tuple[str, CodeBlock] | None = None,
+    margin: int = RESTORE_CODE_MARGIN,
 ) -> EpochStarted:
     """Store ``fetched`` (verified), check agreement with ``previous``, write the genesis of ``epoch``.
 
     With ``link`` the hub's signed enrollment of ``epoch`` is kept (``hub_link``: the sync service syncs
     the new epoch with it) and any append block of the old history is cleared: the hub has just bound
     this key. Everything happens in one write transaction: on any refusal nothing is written.
+
+    With ``codes`` (unit code, code block: a restore, which may have lost printed receipts) the genesis is
+    followed by the epoch's ``node.code_floor`` for today (node/code_floor.py), ``margin`` numbers past
+    everything known used today.
     """
     if previous is not None and epoch != previous.epoch + 1:
         raise ReprovisionError(f"epoch mới {epoch} phải là {previous.epoch + 1} (sau epoch đã niêm phong)")
@@ -389,6 +399,15 @@ async def start_next_epoch(
                 state = ChainState(
                     node, old_epoch, keys[old_epoch], int(row[0]), str(row[1]), (row[2], row[3])
                 )
+                first = run[0]
+                if first.seq == int(row[0]) + 1 and first.prev != str(row[1]):
+                    # a backup shorter than the hub's log, ending on another entry than the hub's there
+                    raise ForkRefused(
+                        f"trung tâm giữ {node}/{old_epoch} tiếp sau seq {row[0]} từ "
+                        f"{(first.prev or '')[:16]}, bản sao lưu kết thúc ở {str(row[1])[:16]}: bản sao lưu "
+                        "có một lịch sử khác với trung tâm; không ghi gì. Khôi phục từ trung tâm "
+                        "(motcua-node restore)."
+                    )
             try:
                 for entry in run:
                     state = verify_next(state, entry)
@@ -424,7 +443,14 @@ async def start_next_epoch(
             await db.execute("DELETE FROM hub_link WHERE epoch = ?", (epoch,))
             await save_link(db, link.enrollment, link.base, wall())
             await set_block(db, "")
-    return EpochStarted(epoch, previous, inserted, stranded, genesis)
+        floor = None
+        if codes is not None:
+            unit, block = codes
+            entry = await write_floor(
+                db, journal, unit=unit, block=block, day=local_date(wall()), margin=margin
+            )
+            floor = CodeFloor.from_body(entry.body)
+    return EpochStarted(epoch, previous, inserted, stranded, genesis, floor)
 
 
 async def finish_restore(
@@ -433,6 +459,7 @@ async def finish_restore(
     token: str | None = None,
     hub_url: str | None = None,
     standalone: bool = False,
+    margin: int = RESTORE_CODE_MARGIN,
 ) -> tuple[EpochStarted, HubView | None]:
     """Complete a pending restore: enroll (or standalone), fetch what the hub holds, start the epoch."""
     record = pending(config.data_dir)
@@ -444,7 +471,7 @@ async def finish_restore(
     store = await Store.open(config.db_path)
     try:
         started, view = await _next_epoch(
-            store, config, key, token=token, hub_url=hub_url, standalone=standalone
+            store, config, key, token=token, hub_url=hub_url, standalone=standalone, margin=margin
         )
     finally:
         await store.close()
@@ -474,6 +501,7 @@ async def _next_epoch(
     token: str | None,
     hub_url: str | None,
     standalone: bool,
+    margin: int = RESTORE_CODE_MARGIN,
 ) -> tuple[EpochStarted, HubView | None]:
     if standalone:
         if token is not None:
@@ -487,7 +515,13 @@ async def _next_epoch(
             heads = await verify_log(db, config.node_id)
         previous = standalone_previous(heads)
         started = await start_next_epoch(
-            store, config.node_id, key, epoch=previous.epoch + 1, previous=previous
+            store,
+            config.node_id,
+            key,
+            epoch=previous.epoch + 1,
+            previous=previous,
+            codes=(config.unit_code, config.code_block),
+            margin=margin,
         )
         return started, None
     if token is None:
@@ -497,7 +531,15 @@ async def _next_epoch(
         raise ReprovisionError(f"mã mời dành cho {view.enrollment.node}, không phải {config.node_id}")
     fetched = await fetch_missing(store, config.node_id, key, view)
     started = await start_next_epoch(
-        store, config.node_id, key, epoch=view.epoch, previous=view.previous, fetched=fetched, link=view
+        store,
+        config.node_id,
+        key,
+        epoch=view.epoch,
+        previous=view.previous,
+        fetched=fetched,
+        link=view,
+        codes=(config.unit_code, config.code_block),
+        margin=margin,
     )
     return started, view
 

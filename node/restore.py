@@ -10,8 +10,11 @@
    names the head of ``E-1``, each verified genesis names the head of the epoch before it; without such
    an anchor (an epoch that never pushed anything in between) the hub's reported head is the anchor;
 3. in one transaction: those entries with their epochs marked sealed, the genesis of ``E`` naming
-   ``previous``, and the projections rebuilt from everything. Dossier codes allocated from now on take
-   the highest number used that day in *every* epoch, so they never collide with the old ones;
+   ``previous``, the projections rebuilt from everything and, when the node had an epoch before, the new
+   epoch's ``node.code_floor`` (node/code_floor.py): today's numbering continues a safety margin above
+   every number the hub holds (or an earlier floor), so a receipt the lost disk printed after its last
+   sync never names another dossier. Dossier codes allocated from now on take the highest number used
+   that day in *every* epoch, so they never collide with the old ones;
 4. one sync round (push the genesis, pull ``hub`` and ``hub.<NODE>``, heartbeat) and the scans named by
    the restored entries and mailboxes, fetched chunk by chunk and checked against their manifests;
 5. ``node.toml`` last, as ``init`` does: a folder without it is an unfinished restore, never a node.
@@ -27,10 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node import atrest, projection
 from node.blobs import BlobStore
+from node.code_floor import write_floor
 from node.config import CONFIG_FILE, NodeConfig, build, dump
 from node.errors import ConfigError, NodeError, NodeExists
 from node.hublink import HubLink, current_link, parse_token, request_enrollment, save_link
@@ -53,7 +58,8 @@ from protocol import (
     save_private_key,
     verify_chain,
 )
-from protocol.dossier.codes import DossierCode
+from protocol.calendar import local_date
+from protocol.dossier.codes import RESTORE_CODE_MARGIN, CodeBlock, CodeFloor, DossierCode
 
 __all__ = ["RestoreError", "RestoreReport", "provision_from_hub"]
 
@@ -83,6 +89,7 @@ class RestoreReport:
     blobs_missing: list[str] = field(default_factory=list)
     sync_error: str | None = None
     resumed: bool = False
+    code_floor: CodeFloor | None = None  # numbering on the restore day continues above its seq
 
 
 def _wall() -> int:
@@ -103,6 +110,7 @@ async def provision_from_hub(
     progress: Progress | None = None,
     wall: Callable[[], int] = _wall,
     passphrase: str | None = None,
+    code_margin: int = RESTORE_CODE_MARGIN,
 ) -> RestoreReport:
     """Create (or finish creating) a node in ``data_dir`` from the hub; see the module docstring.
 
@@ -137,8 +145,9 @@ async def provision_from_hub(
     try:
         report.epoch, report.previous = link.epoch, link.enrollment.previous
         client = _client(store, key, link, base, data_dir, wall, progress)
+        codes = (unit_code, code_block, code_block_size, code_margin)
         try:
-            await _import(client, store, key, link, report, wall)
+            await _import(client, store, key, link, report, wall, codes)
             await _finish(client, store, data_dir, report, progress)
         finally:
             await client.transport.close()  # type: ignore[attr-defined]
@@ -234,6 +243,7 @@ async def _import(
     link: HubLink,
     report: RestoreReport,
     wall: Callable[[], int],
+    codes: tuple[str | None, int | None, int, int],
 ) -> None:
     """Download and verify every earlier epoch, then write them, the new genesis and the projections in one
     transaction. Skipped when the new epoch's genesis is already stored (a resumed restore)."""
@@ -283,6 +293,18 @@ async def _import(
             report.imported[old] = len(entries)
         # the genesis names exactly the sealed head the hub gave at enrollment (checked by the hub)
         await journal.start_epoch(db, link.enrollment.previous)
+        if epoch > 1:  # an earlier epoch may have printed receipts the hub never got
+            unit_code, code_block, size, margin = codes
+            unit_code, code_block = await _unit_and_block(db, node, unit_code, code_block, size)
+            entry = await write_floor(
+                db,
+                journal,
+                unit=unit_code,
+                block=CodeBlock.indexed(code_block, size),
+                day=local_date(now),
+                margin=margin,
+            )
+            report.code_floor = CodeFloor.from_body(entry.body)
         report.dossiers = await projection.rebuild(db)
 
 
@@ -339,6 +361,27 @@ async def _finish(
     report.blobs_fetched, report.blobs_missing = fetched, missing
 
 
+async def _unit_and_block(
+    db: aiosqlite.Connection, node_id: str, unit_code: str | None, code_block: int | None, size: int
+) -> tuple[str, int]:
+    """The unit code and block index given, else those of the restored log's last reception."""
+    if unit_code is None or code_block is None:
+        async with db.execute(
+            "SELECT dossier FROM entries WHERE log = ? AND kind IN ('dossier.received', 'dossier.refused')"
+            " AND dossier IS NOT NULL ORDER BY epoch DESC, seq DESC LIMIT 1",
+            (node_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise ConfigError(
+                "--unit-code và --code-block là bắt buộc: nhật ký khôi phục chưa có hồ sơ nào để suy ra."
+            )
+        code = DossierCode.parse(str(row[0]))
+        unit_code = unit_code or code.unit
+        code_block = code.seq // size if code_block is None else code_block
+    return unit_code, code_block
+
+
 async def _write_config(
     data_dir: Path,
     store: Store,
@@ -353,19 +396,8 @@ async def _write_config(
     extra: dict[str, object] | None,
 ) -> NodeConfig:
     """``node.toml``, written last. Unit code and code block default to those of the restored log."""
-    if unit_code is None or code_block is None:
-        row = await store.fetchone(
-            "SELECT dossier FROM entries WHERE log = ? AND kind IN ('dossier.received', 'dossier.refused')"
-            " AND dossier IS NOT NULL ORDER BY epoch DESC, seq DESC LIMIT 1",
-            (node_id,),
-        )
-        if row is None:
-            raise ConfigError(
-                "--unit-code và --code-block là bắt buộc: nhật ký khôi phục chưa có hồ sơ nào để suy ra."
-            )
-        code = DossierCode.parse(str(row[0]))
-        unit_code = unit_code or code.unit
-        code_block = code.seq // code_block_size if code_block is None else code_block
+    async with store.read() as db:
+        unit_code, code_block = await _unit_and_block(db, node_id, unit_code, code_block, code_block_size)
     config = build(
         {
             "node_id": node_id,

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from node import config as config_module
 from node.config import KINDS
+from protocol.dossier.codes import RESTORE_CODE_MARGIN
 
 __all__ = ["add_parsers", "init_from_hub", "run"]
 
@@ -44,6 +45,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--unit-code", help="unit code (default: from the restored dossiers)")
     p.add_argument("--code-block", type=int, help="code block index (default: from the restored dossiers)")
     p.add_argument("--code-block-size", type=int, default=1000, help="numbers per block (default 1000)")
+    p.add_argument(
+        "--code-margin",
+        type=int,
+        default=RESTORE_CODE_MARGIN,
+        help="numbers skipped today past those the hub holds: receipts the lost disk may have printed "
+        f"(default {RESTORE_CODE_MARGIN})",
+    )
     p.add_argument("--name", help="site name (default: the name registered at the hub)")
     p.add_argument("--kind", choices=KINDS, help="site type (default: the one registered at the hub)")
 
@@ -98,6 +106,9 @@ def _restored(report: Any, out: TextIO, err: TextIO, *, verb: str) -> None:
         out.write(f"previous epoch {p.epoch} sealed at seq {p.seq} head {p.hash}\n")
     for epoch, count in sorted(report.imported.items()):
         out.write(f"restored epoch {epoch}: {count} entries\n")
+    if report.code_floor is not None:
+        floor = report.code_floor
+        out.write(f"code floor {floor.unit} {floor.day.isoformat()} above {floor.seq:04d}\n")
     if report.imported or report.previous is not None:
         out.write(f"dossiers {report.dossiers}\nscans fetched {report.blobs_fetched}\n")
     for missing in report.blobs_missing:
@@ -199,6 +210,7 @@ async def _provision(args: argparse.Namespace, out: TextIO, err: TextIO, *, verb
             name=args.name,
             kind=args.kind,
             progress=progress,
+            code_margin=getattr(args, "code_margin", RESTORE_CODE_MARGIN),
         )
     finally:
         progress.close()

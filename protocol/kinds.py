@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from protocol.dossier.codes import CODE_FLOOR_KIND, validate_code_floor
 from protocol.dossier.events import BODY_VALIDATORS
 from protocol.entry import GENESIS_KIND
 from protocol.errors import BodyInvalid
@@ -24,7 +25,12 @@ def _genesis(body: Mapping[str, Any]) -> None:
     """Genesis bodies are checked by the chain verifier itself (they are part of the chain)."""
 
 
-_VALIDATORS: dict[str, Validator] = {GENESIS_KIND: _genesis, **HUB_VALIDATORS, **BODY_VALIDATORS}
+_VALIDATORS: dict[str, Validator] = {
+    GENESIS_KIND: _genesis,
+    CODE_FLOOR_KIND: validate_code_floor,
+    **HUB_VALIDATORS,
+    **BODY_VALIDATORS,
+}
 
 
 def is_known(kind: str) -> bool:

@@ -211,6 +211,7 @@ def _form_to_input(form: Any, procedure: Any) -> dict[str, Any]:
         "note": form.get("note", ""),
         "pages": form.get("pages", ""),
         "copies": form.get("copies", ""),
+        "fee_paid": form.get("fee_paid", "") != "",  # the checkbox: fee collected at reception
         "reason": form.get("reason", ""),
     }
     if procedure is not None:

@@ -107,8 +107,10 @@ def received_body(
     lookup: LookupHash,
     submitted_at: int | None = None,
     note: str | None = None,
+    fee_paid: bool | None = None,
 ) -> dict[str, object]:
-    """``dossier.received``: accepted at reception (status 2); the due date is fixed here."""
+    """``dossier.received``: accepted at reception (status 2); the due date is fixed here. ``fee_paid``:
+    whether the fee was collected at reception (only with a fee above 0)."""
     return _build(
         Kind.RECEIVED,
         dossier,
@@ -119,6 +121,7 @@ def received_body(
         channel=channel,
         pickup=pickup,
         fee=fee,
+        fee_paid=fee_paid,
         received_at=received_at,
         due_at=due_at,
         register=register.to_body(),

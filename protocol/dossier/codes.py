@@ -6,6 +6,13 @@ unit's dossiers of the day. Several offline nodes share one unit code, so each n
 own ``CodeBlock`` of the daily sequence and two nodes can never issue the same code. A node passes the
 highest sequence it has used that day in *any* of its epochs, so a restored node never reuses one.
 
+A restore (from a backup or from the hub) cannot see the receptions the lost disk answered after its last
+sync or backup: their receipts are printed, their codes unknown. The new epoch therefore writes a
+``node.code_floor`` entry right after its genesis (``CodeFloor``): on the day of the restore, numbering
+continues only above ``seq`` = (highest number known used that day, or an earlier floor of that day, or
+the block start − 1) + a safety margin (``RESTORE_CODE_MARGIN`` by default). Being in the signed log, a
+floor survives a further restore, which starts past it again.
+
 The lookup code (mã tra cứu) is a short secret printed on the receipt, the second factor of the public
 tracking page. Only its PBKDF2 hash, salted with the dossier code, goes into the log
 (``dossier.received`` field ``lookup``); the plain code exists on paper and, for reprints, in the
@@ -18,17 +25,21 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
-from protocol.errors import CodeBlockExhausted, DomainError, DossierCodeInvalid
+from protocol.errors import BodyInvalid, CodeBlockExhausted, DomainError, DossierCodeInvalid
 
 __all__ = [
+    "CODE_FLOOR_KIND",
     "CODE_PATTERN",
     "CodeBlock",
+    "CodeFloor",
     "DossierCode",
     "LOOKUP_ALPHABET",
     "LOOKUP_ITERATIONS",
@@ -37,7 +48,9 @@ __all__ = [
     "LOOKUP_LENGTH",
     "LookupHash",
     "MAX_CODE_LENGTH",
+    "RESTORE_CODE_MARGIN",
     "allocate_code",
+    "floor_after_restore",
     "format_lookup_code",
     "hash_lookup_code",
     "is_dossier_code",
@@ -167,6 +180,72 @@ def allocate_code(unit: str, day: date, block: CodeBlock, used_max: int | None) 
             f"đã dùng hết dải số {block.start:04d}–{block.last:04d} của ngày {day:%d/%m/%Y} cho đơn vị {unit}"
         )
     return DossierCode(unit, day, seq)
+
+
+CODE_FLOOR_KIND = "node.code_floor"
+"""Entry kind of a new epoch's code floor (after a restore that may have lost printed receipts)."""
+RESTORE_CODE_MARGIN = 100
+"""Default numbers skipped on the restore day: the lost disk may have answered up to this many receptions
+that day after its last sync or backup without any of them being reused."""
+
+
+@dataclass(frozen=True, slots=True)
+class CodeFloor:
+    """Body of ``node.code_floor``: numbers up to ``seq`` of ``unit`` on ``day`` may be on receipts a lost
+    disk printed; this log allocates above ``seq`` that day (``margin`` = how many were skipped)."""
+
+    unit: str
+    day: date
+    seq: int
+    margin: int
+
+    def __post_init__(self) -> None:
+        try:
+            DossierCode(self.unit, self.day, max(1, self.seq) if type(self.seq) is int else self.seq)
+        except DossierCodeInvalid as exc:
+            raise BodyInvalid(f"{CODE_FLOOR_KIND}: {exc.reason}") from None
+        if type(self.seq) is not int or not 0 <= self.seq <= SEQ_MAX:
+            raise BodyInvalid(f"{CODE_FLOOR_KIND}: seq must be 0..{SEQ_MAX}", field="seq")
+        if type(self.margin) is not int or not 0 <= self.margin <= SEQ_MAX:
+            raise BodyInvalid(f"{CODE_FLOOR_KIND}: margin must be 0..{SEQ_MAX}", field="margin")
+
+    def to_body(self) -> dict[str, object]:
+        return {"day": self.day.isoformat(), "margin": self.margin, "seq": self.seq, "unit": self.unit}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> CodeFloor:
+        """Parse and validate a ``node.code_floor`` body (exactly ``unit, day, seq, margin``)."""
+        if not isinstance(body, Mapping) or set(body) != {"unit", "day", "seq", "margin"}:
+            raise BodyInvalid(f"{CODE_FLOOR_KIND} body must have exactly unit, day, seq, margin")
+        unit, day = body["unit"], body["day"]
+        if (
+            not isinstance(unit, str)
+            or not isinstance(day, str)
+            or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day)
+        ):
+            raise BodyInvalid(f"{CODE_FLOOR_KIND}: unit must be text, day YYYY-MM-DD", field="day")
+        try:
+            parsed = date.fromisoformat(day)
+        except ValueError:
+            raise BodyInvalid(f"{CODE_FLOOR_KIND}: day {day!r} does not exist", field="day") from None
+        return cls(unit, parsed, body["seq"], body["margin"])
+
+
+def validate_code_floor(body: Mapping[str, Any]) -> None:
+    """Body validator of ``node.code_floor``."""
+    CodeFloor.from_body(body)
+
+
+def floor_after_restore(
+    used_max: int | None, earlier_floor: int | None, block: CodeBlock, margin: int = RESTORE_CODE_MARGIN
+) -> int:
+    """The floor a new epoch sets on the restore day: past everything known used that day in the block
+    (``used_max``) or reserved by an earlier floor, plus ``margin`` numbers a lost disk may have printed.
+    Capped at the block end (then the block is spent for that day: no code may be reused)."""
+    if margin < 0:
+        raise DomainError("the restore margin must be >= 0")
+    known = max(block.start - 1, used_max or 0, earlier_floor or 0)
+    return min(block.last, known + margin)
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,7 +139,11 @@ def _check_received(f: Fields) -> None:
     _documents(f)
     f.int_choice("channel", CHANNELS)
     f.text("pickup", max_len=32, pattern=NODE_ID_PATTERN)
-    f.integer("fee", 0, MAX_MONEY)
+    fee = f.integer("fee", 0, MAX_MONEY)
+    if f.has("fee_paid"):
+        f.boolean("fee_paid")
+        if fee == 0:
+            raise _fail("only with a fee above 0", "fee_paid")
     received_at = _ms(f, "received_at")
     if _ms(f, "due_at") < received_at:
         raise _fail("must not be before received_at", "due_at")
@@ -290,7 +294,7 @@ _SPECS: dict[str, _Spec] = {
     Kind.SUBMITTED: _spec("applicant procedure channel submitted_at", "note", _check_submitted),
     Kind.RECEIVED: _spec(
         "applicant procedure documents channel pickup fee received_at due_at register lookup",
-        "submitted_at note",
+        "fee_paid submitted_at note",
         _check_received,
     ),
     Kind.REFUSED: _spec("reason", "applicant procedure channel", _check_refused),

@@ -190,6 +190,7 @@ class DossierState:
     channel: int | None = None
     documents: tuple[DocumentItem, ...] = ()
     fee: int | None = None
+    fee_paid: bool | None = None  # collected at reception; None: not recorded (entries before the field)
     register: RegisterLine | None = None
     lookup: LookupHash | None = None
     submitted_at: int | None = None

@@ -148,6 +148,7 @@ def effect(current: DossierState | None, record: EventRecord) -> DossierState:
             documents=_documents(f),
             channel=f.integer("channel", 1, 3),
             fee=f.integer("fee", 0, 2**53),
+            fee_paid=f.boolean("fee_paid") if f.has("fee_paid") else None,
             register=RegisterLine.read(_obj(f, "register")),
             lookup=LookupHash(
                 lookup.text("hash", max_len=64), lookup.integer("iterations", 1, 2**53), lookup.text("alg")

@@ -24,6 +24,7 @@ from node.provision import Node
 from node.restore import provision_from_hub
 from node.verify import verify_node
 from protocol import b64url_encode, canonical
+from protocol.dossier.codes import RESTORE_CODE_MARGIN
 from tests.e2e.realnode import UNIT, HubRunner, NodeRunner, eventually, seed_users
 
 pytestmark = pytest.mark.e2e
@@ -203,7 +204,10 @@ async def test_restore_into_a_new_epoch_and_from_an_old_backup_without_a_fork(tm
             detail = await restored.dossier(old)
             assert detail["status"] == (9 if old == first[0] else 2) and detail["hub"]["held"]
         fresh = (await restored.receive())["code"]
-        assert int(fresh[-4:]) == 7  # continues after every number of every epoch
+        # past every number of every epoch, and past the code floor of the restore (receipts the lost disk
+        # may have printed after its last sync)
+        assert report.code_floor is not None and report.code_floor.seq == 6 + RESTORE_CODE_MARGIN
+        assert int(fresh[-4:]) == 7 + RESTORE_CODE_MARGIN
         await eventually(lambda: _converged(hub, restored), what="epoch 2 at the hub")
     finally:
         await restored.stop()

@@ -133,3 +133,36 @@ async def test_today_lists_and_404(client: TestClient[Any, Any]) -> None:
     assert (await client.get("/khong-co")).status == 404
     css = await client.get("/static/app.css")
     assert css.status == 200 and "http" not in (await css.text()).replace("https://", "")
+
+
+async def test_the_form_records_whether_the_fee_was_collected(client: TestClient[Any, Any]) -> None:
+    """Chứng thực chữ ký (10.000 đồng): the checkbox is offered; ticked → fee_paid true, else false. A
+    procedure without a fee does not show it."""
+    import json
+
+    await login(client)
+    assert 'name="fee_paid"' not in await (await client.get("/ho-so/moi?procedure=1.001193")).text()
+    page = await (await client.get("/ho-so/moi?procedure=2.000884")).text()
+    assert 'name="fee_paid"' in page and "Đã thu phí, lệ phí khi tiếp nhận" in page
+    node = client.app[NODE]
+    for key, extra, paid in (("form-fee-paid-1", {"fee_paid": "1"}, True), ("form-fee-unpaid-1", {}, False)):
+        csrf = await page_csrf(client, "/ho-so/moi?procedure=2.000884")
+        data = {
+            "csrf": csrf,
+            "procedure": "2.000884",
+            "applicant.name": "Trần Thị Bình",
+            "applicant.id_type": "cccd",
+            "applicant.id_number": "001 190 012 345",
+            "doc": ["0", "1"],
+            "action": "receive",
+            "idempotency_key": key,
+            **extra,
+        }
+        response = await client.post("/ho-so/moi", data=data, allow_redirects=False)
+        assert response.status == 303, await response.text()
+        code = response.headers["Location"].split("/")[2].split("?")[0]
+        row = await node.store.fetchone(
+            "SELECT raw FROM entries WHERE dossier = ? AND kind = 'dossier.received'", (code,)
+        )
+        body = json.loads(bytes(row[0]))["body"]
+        assert body["fee"] == 10000 and body["fee_paid"] is paid

@@ -30,6 +30,7 @@ from node.reprovision import (
 )
 from node.store import Store
 from node.verify import verify_node
+from protocol.dossier.codes import RESTORE_CODE_MARGIN
 from protocol.keys import load_private_key, public_key_text
 from tests.node.conftest import FAST_LOOKUP, UNIT, reception
 
@@ -117,6 +118,7 @@ async def test_restored_node_needs_a_new_epoch_and_never_reuses_a_code(
         before = await _intake(node, 2)
         archive = tmp_path / "day-old.tar"
         await asyncio.to_thread(create_backup, config.data_dir, archive, node_id="CN01", with_key=True)
+        lost = await _intake(node, 2)  # receipts printed after the backup; then the disk dies
     finally:
         await node.close()
     old_key = public_key_text(load_private_key(config.key_path))
@@ -149,13 +151,22 @@ async def test_restored_node_needs_a_new_epoch_and_never_reuses_a_code(
         after = await _intake(restored, 2)
     finally:
         await restored.close()
-    assert not set(after) & set(before)
-    assert sorted(int(c.rsplit("-", 1)[1]) for c in before + after) == [1000, 1001, 1002, 1003]
+    assert not set(after) & set(before + lost)  # a printed receipt never names another dossier
+    floor = 1001 + RESTORE_CODE_MARGIN  # the restore day's code floor, in the signed log
+    assert started.code_floor is not None and started.code_floor.seq == floor
+    assert sorted(int(c.rsplit("-", 1)[1]) for c in before + lost + after) == [
+        1000,
+        1001,
+        1002,
+        1003,
+        floor + 1,
+        floor + 2,
+    ]
     store = await Store.open(cfg.db_path)
     try:
         async with store.read() as db:
             heads = await verify_log(db, "CN01")
-        assert [(h.epoch, h.seq) for h in heads] == [(1, 3), (2, 3)]
+        assert [(h.epoch, h.seq) for h in heads] == [(1, 3), (2, 4)]  # genesis, code floor, 2 receptions
     finally:
         await store.close()
 

@@ -8,6 +8,7 @@ store; the last test goes through the CLI only (init with a token, sync --once, 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -26,13 +27,18 @@ from node.config import load as load_node_config
 from node.migrations import split_sql
 from node.provision import Node, init_node
 from node.reprovision import (
+    PENDING_FILE,
+    ForkRefused,
     enroll_with_hub,
     finish_restore,
     restore_backup,
 )
+from node.restore import provision_from_hub
+from node.store import Store
 from node.sync_client import SYNC_SQL, HttpTransport, SyncClient
 from node.sync_store import SqliteLocalLog
 from protocol import PublicKey
+from protocol.dossier.codes import RESTORE_CODE_MARGIN
 from tests.central.helpers import make_hub_dir
 from tests.node.conftest import FAST_LOOKUP, UNIT, reception
 
@@ -143,15 +149,69 @@ async def test_restore_of_an_old_backup_neither_forks_nor_reuses_a_code(
     try:
         assert restored.journal.epoch == 2
         again = await _intake(restored, 2)
-        assert await _sync(restored, base, view.hub_key) == 3  # genesis of epoch 2 + two receptions
+        # genesis of epoch 2, its code floor, two receptions
+        assert await _sync(restored, base, view.hub_key) == 4
     finally:
         await restored.close()
     numbers = [int(code.rsplit("-", 1)[1]) for code in early + late + again]
-    assert numbers == [1000, 1001, 1002, 1003, 1004, 1005]  # the restored node continued after 1003
+    # the restored node continued a margin past 1003: the lost disk may have printed codes after its sync
+    assert started.code_floor is not None and started.code_floor.seq == 1003 + RESTORE_CODE_MARGIN
+    assert numbers == [1000, 1001, 1002, 1003, 1004 + RESTORE_CODE_MARGIN, 1005 + RESTORE_CODE_MARGIN]
     assert await _hub_codes(central) == early + late + again
     assert (await central.store.fetchone("SELECT count(*) FROM forks"))[0] == 0
     info = await central.registry.node("CN01")
     assert info is not None and (info.status, info.epoch) == ("active", 2)
+
+
+async def test_receipts_printed_after_the_backup_and_lost_are_never_reissued(
+    hub: tuple[Hub, str], tmp_path: Path
+) -> None:
+    """A reception answered (receipt printed) after the backup and never synced is lost with the disk: the
+    restored epoch's code floor keeps every such code from naming another dossier, and survives a second
+    restore (from the hub) of a node that lost receptions of its own."""
+    central, base = hub
+    config = await init_node(tmp_path / "cn01", node_id="CN01", unit_code=UNIT, name="Tây Hồ", code_block=1)
+    node = await _open(config)
+    view = await enroll_with_hub(await _token(central, base), node.key)
+    try:
+        synced = await _intake(node, 1)
+        await _sync(node, base, view.hub_key)
+        archive = tmp_path / "b.tar"
+        await asyncio.to_thread(create_backup, config.data_dir, archive, node_id="CN01")
+        printed = await _intake(node, 3)  # receipts printed; the link was down; then the disk died
+    finally:
+        await node.close()
+    cfg, _ = await restore_backup(archive, tmp_path / "r")
+    started, _ = await finish_restore(cfg, token=await _token(central, base))
+    assert started.code_floor is not None and started.code_floor.margin == RESTORE_CODE_MARGIN
+    restored = await _open(load_node_config(tmp_path / "r", {}))
+    try:
+        assert await _sync(restored, base, view.hub_key) == 2  # genesis and code floor reach the hub
+        second = await _intake(restored, 2)  # printed too, never synced: lost again with this disk
+    finally:
+        await restored.close()
+    # the lost node could have printed anything from 1001 up to its floor; the restored one starts above
+    prefix = synced[0].rsplit("-", 1)[0]  # unit and day
+    lost_could_print = {f"{prefix}-{n:04d}" for n in range(1001, 1001 + RESTORE_CODE_MARGIN)}
+    assert set(printed) <= lost_could_print and not set(second) & lost_could_print
+    assert not set(second) & set(synced + printed)
+
+    report = await provision_from_hub(tmp_path / "h", await _token(central, base), wall=_wall)
+    assert (
+        report.code_floor is not None
+        and report.code_floor.seq >= started.code_floor.seq + RESTORE_CODE_MARGIN
+    )
+    from_hub = await _open(load_node_config(tmp_path / "h", {}))
+    try:
+        third = await _intake(from_hub, 2)
+    finally:
+        await from_hub.close()
+    assert not set(third) & set(synced + printed + second)
+    floor_day = report.code_floor.day
+    assert all(
+        int(c.rsplit("-", 1)[1]) > report.code_floor.seq for c in third if floor_day.strftime("%y%m%d") in c
+    )
+    assert (await central.store.fetchone("SELECT count(*) FROM forks"))[0] == 0
 
 
 async def test_an_old_backup_with_an_unsynced_tail_keeps_its_codes(
@@ -234,6 +294,52 @@ async def test_cli_restore_backup_then_the_nodes_own_sync_carries_on(
     code, _, err = await asyncio.to_thread(cli, "sync", "--data", str(restored), "--once")
     assert code == 0, err
     held = await central.store.head("CN01", 2)
-    assert held is not None and held.seq == 2  # genesis of epoch 2 + the new reception
-    assert int(after[0].rsplit("-", 1)[1]) == 1 + max(int(c.rsplit("-", 1)[1]) for c in before)
+    assert held is not None and held.seq == 3  # genesis of epoch 2, its code floor, the new reception
+    assert "code floor" in out  # numbering continues past a margin for receipts printed after the backup
+    assert int(after[0].rsplit("-", 1)[1]) == 1 + RESTORE_CODE_MARGIN + max(
+        int(c.rsplit("-", 1)[1]) for c in before
+    )
     assert (await central.store.fetchone("SELECT count(*) FROM forks"))[0] == 0
+
+
+async def test_a_diverged_backup_shorter_than_the_hub_is_refused_as_a_fork(
+    hub: tuple[Hub, str], tmp_path: Path
+) -> None:
+    """A backup of a cloned disk (old key, one entry the hub never took) that ends before the hub's head:
+    the hub's continuation does not follow its last entry. Refused as ``ForkRefused``, naming the cause
+    (another history than the hub's) and the way out (restore from the hub); nothing written."""
+    central, base = hub
+    config = await init_node(tmp_path / "cn01", node_id="CN01", unit_code=UNIT, name="Tây Hồ", code_block=1)
+    node = await _open(config)
+    view = await enroll_with_hub(await _token(central, base), node.key)
+    try:
+        await _intake(node, 1)
+        assert await _sync(node, base, view.hub_key) == 2
+    finally:
+        await node.close()
+    clone_dir = tmp_path / "clone"
+    shutil.copytree(config.data_dir, clone_dir)  # the misuse: a raw copy of the disk, old key included
+    node = await _open(config)
+    try:
+        await _intake(node, 2)
+        assert await _sync(node, base, view.hub_key) == 2  # the hub holds epoch 1 up to seq 4
+    finally:
+        await node.close()
+    clone = await _open(load_node_config(clone_dir, {}))
+    try:
+        await _intake(clone, 1)  # seq 3 of epoch 1, another entry than the hub's seq 3
+        archive = tmp_path / "clone.tar"
+        await asyncio.to_thread(create_backup, clone_dir, archive, node_id="CN01")
+    finally:
+        await clone.close()
+    cfg, _ = await restore_backup(archive, tmp_path / "r")
+    with pytest.raises(ForkRefused) as refused:
+        await finish_restore(cfg, token=await _token(central, base))
+    assert "lịch sử khác" in str(refused.value) and "motcua-node restore" in str(refused.value)
+    assert (tmp_path / "r" / PENDING_FILE).exists()  # still pending
+    store = await Store.open(cfg.db_path)
+    try:
+        assert (await store.fetchone("SELECT max(epoch) FROM entries"))[0] == 1  # no new epoch written
+        assert (await store.fetchone("SELECT max(seq) FROM entries WHERE epoch = 1"))[0] == 3
+    finally:
+        await store.close()

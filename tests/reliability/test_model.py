@@ -130,12 +130,14 @@ class NodeModel(RuleBasedStateMachine):
         self.chains = {k: v for k, v in self.chains.items() if k[0] == "hub"}
 
     def _reissued(self, code: str) -> None:
-        """A code answered before comes again: only after its first dossier was lost with a disk before
-        the hub had it (the restored node cannot know it was used; reported in docs/reliability.md), or
-        on a cloned copy (whose fork the hub catches)."""
-        assert code in self.lost_with_disk or self.misused, f"code {code} answered twice"
+        """A code answered before comes again: only on a cloned copy (the misuse, whose fork the hub
+        catches). Never after a lost disk: a restored epoch's code floor (node/code_floor.py) keeps every
+        code the lost disk may have printed from naming another dossier."""
+        assert self.misused, f"code {code} answered twice" + (
+            " (its first dossier was lost with a disk)" if code in self.lost_with_disk else ""
+        )
         self.lost_with_disk.discard(code)
-        _count("code reissued after a lost disk" if not self.misused else "code reissued by a cloned copy")
+        _count("code reissued by a cloned copy")
 
     def _diverges(self, db_path: Path) -> bool:
         """Whether the log in ``db_path`` and the hub's differ at a position both hold."""
@@ -235,8 +237,7 @@ class NodeModel(RuleBasedStateMachine):
                 if isinstance(recorded, BaseException):
                     raise recorded
                 if recorded.code in self.intakes:
-                    # only a code whose first dossier was lost with a disk before the hub had it (the
-                    # restored node cannot know it was used): reported in docs/reliability.md
+                    # only on a cloned copy (the misuse): never after a restore (the code floor)
                     self._reissued(recorded.code)
                 self.intakes[recorded.code] = (recorded.epoch, recorded.seq, recorded.hash)
                 _count("intake")
@@ -343,9 +344,9 @@ class NodeModel(RuleBasedStateMachine):
                 # only a backup that holds another history than the hub may be refused (nothing written);
                 # the way out is then a restore from the hub
                 assert self._diverges(target / "node.sqlite3"), f"restore refused without a fork: {exc}"
-                _count(
-                    "restore refused (fork)" if isinstance(exc, ForkRefused) else "restore refused (chain)"
-                )
+                # named as such (another history than the hub's, and the way out), never a chain error
+                assert isinstance(exc, ForkRefused) and "motcua-node restore" in str(exc), repr(exc)
+                _count("restore refused (fork)")
                 token = await self.w.invite(self.node_id)
                 return await Branch.from_hub(
                     self.node_id, self.unit, self._dir("fromhub"), token, self.w.base
@@ -715,3 +716,18 @@ def test_found_restore_from_hub_after_an_empty_epoch() -> None:
     """Found by N6: ``motcua-node restore`` after a restore-backup whose new epoch had pushed nothing yet
     crashed (``LogHead.hash``; node/restore.py)."""
     _replay([("backup", {}), ("restore_backup", {"pick": 0}), ("restore_from_hub", {})])
+
+
+def test_found_code_reissued_after_a_lost_disk() -> None:
+    """Found by N6: receptions answered after the backup (receipts printed) and lost with the disk; the
+    restored node continued after what the hub held and issued their codes again (node/code_floor.py)."""
+    _replay(
+        [("backup", {}), ("intake", {"count": 2}), ("restore_backup", {"pick": 0}), ("intake", {"count": 3})]
+    )
+    _replay([("intake", {"count": 1}), ("restore_from_hub", {}), ("intake", {"count": 2})])
+
+
+def test_found_code_floor_after_restoring_a_backup_of_a_revoked_node() -> None:
+    """Found by N6 (while adding the code floor): the floor was appended before the new epoch cleared the
+    backup's append block (revoked), so restoring a revoked node's backup failed."""
+    _replay([("revoke", {}), ("crash", {}), ("backup", {}), ("restore_backup", {"pick": 0})])

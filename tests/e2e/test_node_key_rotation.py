@@ -277,13 +277,15 @@ async def _held(hub: HubRunner, node: str, epoch: int, seq: int) -> bool:
 
 
 async def _has_decision(node: NodeRunner) -> bool:
-    import aiosqlite
+    from tests.tools import node_db
 
-    async with aiosqlite.connect(node.config.db_path) as db:
-        async with db.execute(
+    db = node_db(node.config.db_path, readonly=True)
+    try:
+        row = db.execute(
             "SELECT count(*) FROM entries WHERE log = 'hub' AND kind = ?", (NODE_KEY_ROTATION,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        ).fetchone()
+    finally:
+        db.close()
     return row is not None and row[0] == 1
 
 

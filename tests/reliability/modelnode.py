@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from node import atrest
 from node.backup import DB_NAME, KEY_NAME, create_backup, read_archive
 from node.config import CONFIG_FILE, build, dump
 from node.config import load as load_node_config
@@ -31,6 +32,7 @@ from node.sync_client import SyncError, SyncReport
 from node.sync_service import SyncService
 from protocol import generate_private_key, save_private_key
 from tests.node.conftest import FAST_LOOKUP
+from tests.tools import keyring, node_db
 
 __all__ = ["Branch", "DEAD_URL", "make_template"]
 
@@ -83,6 +85,8 @@ class Branch:
         config = build({"node_id": node_id, "unit_code": unit, "name": f"Chi nhánh {node_id}"}, data)
         data.mkdir(mode=0o700, parents=True)
         shutil.copyfile(template, config.db_path)
+        for name in (atrest.DATAKEY_FILE, atrest.KEK_FILE):  # the template's data key ('file' source)
+            shutil.copyfile(template.parent / name, data / name)
         key = generate_private_key()
         save_private_key(key, config.key_path)
         enrollment, _ = await request_enrollment(parse_token(token), key, hub_url=hub_url)
@@ -110,7 +114,7 @@ class Branch:
         cls, node_id: str, archive: Path, data: Path, hub_url: str, *, offline: bool
     ) -> Branch:
         """The misuse: the backup's files (its key too) put back and started as they are."""
-        allowed = {DB_NAME, CONFIG_FILE, KEY_NAME}
+        allowed = {DB_NAME, CONFIG_FILE, KEY_NAME, atrest.DATAKEY_FILE, atrest.KEK_FILE, atrest.USAGE_FILE}
         read_archive(archive, data, kind="node", allowed=lambda n: n in allowed or n.startswith("blobs/"))
         return await cls.open(node_id, data, hub_url, offline=offline)
 
@@ -151,14 +155,14 @@ class Branch:
 
     def rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         if self._reader is None:
-            self._reader = sqlite3.connect(
-                f"file:{self.data / DB_NAME}?mode=ro", uri=True, isolation_level=None
-            )
+            self._reader = node_db(self.data / DB_NAME, readonly=True)
         return self._reader.execute(sql, args).fetchall()
 
 
 async def make_template(path: Path) -> Path:
-    """An empty node database with every migration applied (what ``init`` creates before its genesis)."""
+    """An empty node database with every migration applied (what ``init`` creates before its genesis),
+    encrypted with the data key of its folder (copied along with it by ``Branch.create``)."""
+    keyring(path.parent, "TEMPLATE")
     store = await Store.open(path)
     await store.close()
     for sidecar in ("-wal", "-shm"):

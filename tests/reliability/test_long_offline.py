@@ -25,7 +25,7 @@ import pytest
 from tests.faults.proxy import FaultProxy
 from tests.reliability.faultfs import tmpfs
 from tests.reliability.fleet import HubProc, NodeProc, faketime_available, until
-from tests.tools import require
+from tests.tools import node_db, require
 
 
 def _fill(path: Path, leave: int) -> int:
@@ -61,7 +61,8 @@ async def _clock_moved(node: NodeProc, days: int) -> None:
 
 def _rows(db_path: Path, log: str, *, hub: bool) -> list[tuple[int, bytes]]:
     uri = f"file:{db_path}?mode=ro"
-    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as db:
+    opened = sqlite3.connect(uri, uri=True, timeout=10) if hub else node_db(db_path, readonly=True)
+    with contextlib.closing(opened) as db:
         return [
             (int(s), bytes(r))
             for s, r in db.execute(

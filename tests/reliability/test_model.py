@@ -141,9 +141,9 @@ class NodeModel(RuleBasedStateMachine):
 
     def _diverges(self, db_path: Path) -> bool:
         """Whether the log in ``db_path`` and the hub's differ at a position both hold."""
-        import sqlite3
+        from tests.tools import node_db
 
-        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        db = node_db(db_path, readonly=True)
         try:
             local = {
                 (e, s): h

@@ -60,11 +60,20 @@ def _when(ms: int) -> str:
 
 
 async def lock_state(store: object, now_ms: int) -> LockState:
-    """Whether PII views are locked now, and why (Vietnamese)."""
+    """Whether PII views are locked now, and why (Vietnamese).
+
+    The lease is in hub time, so it is judged at the node's clock corrected by the offset to the hub seen
+    at the last hello (``clock_offset_ms``): a node whose clock is years off (S9) neither locks at once
+    nor keeps its lease for years. (Turning the clock back offline moves the corrected time back too, as
+    it would the plain clock; the lease is a limit for an honest node, the data key protects the disk.)"""
     rows = await store.fetchall(  # type: ignore[attr-defined]
-        "SELECT key, value FROM sync_state WHERE key IN ('hub_status', 'lease')"
+        "SELECT key, value FROM sync_state WHERE key IN ('hub_status', 'lease', 'clock_offset_ms')"
     )
     state = {str(r[0]): str(r[1]) for r in rows}
+    try:
+        now_ms += int(state.get("clock_offset_ms") or 0)
+    except ValueError:
+        pass
     lease: Lease | None = None
     if state.get("lease"):
         lease = Lease.from_wire(decode(state["lease"].encode()))

@@ -31,7 +31,10 @@ VARIANTS: dict[str, tuple[str, ...] | None] = {
     "HMAC_SHA256": ("PRAGMA cipher_hmac_algorithm = HMAC_SHA256",),
     "page 8192": ("PRAGMA cipher_page_size = 8192",),
     "page 16384": ("PRAGMA cipher_page_size = 16384",),
-    "HMAC_SHA256 + page 8192": ("PRAGMA cipher_hmac_algorithm = HMAC_SHA256", "PRAGMA cipher_page_size = 8192"),
+    "HMAC_SHA256 + page 8192": (
+        "PRAGMA cipher_hmac_algorithm = HMAC_SHA256",
+        "PRAGMA cipher_page_size = 8192",
+    ),
 }
 
 
@@ -86,7 +89,7 @@ async def main() -> None:
     parser.add_argument("--dossiers", type=int, default=600)  # one code block holds 1,000 a day
     parser.add_argument("--only", nargs="*", default=None)
     args = parser.parse_args()
-    names = [n for n in VARIANTS if not args.only or any(o in n for o in args.only)]
+    names = [n for n in VARIANTS if not args.only or any(n.startswith(o) for o in args.only)]
     results: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
     for r in range(args.rounds):
         order = names if r % 2 == 0 else names[::-1]

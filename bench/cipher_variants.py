@@ -31,6 +31,7 @@ VARIANTS: dict[str, tuple[str, ...] | None] = {
     "HMAC_SHA256": ("PRAGMA cipher_hmac_algorithm = HMAC_SHA256",),
     "page 8192": ("PRAGMA cipher_page_size = 8192",),
     "page 16384": ("PRAGMA cipher_page_size = 16384",),
+    "cache 64 MB": ("PRAGMA cache_size = -64000",),
     "HMAC_SHA256 + page 8192": (
         "PRAGMA cipher_hmac_algorithm = HMAC_SHA256",
         "PRAGMA cipher_page_size = 8192",

@@ -237,3 +237,14 @@ CREATE TABLE node_leases (
 """
 LEASE_MIGRATIONS: list[tuple[str, str]] = [("0310_node_leases", _LEASES)]
 MIGRATIONS += LEASE_MIGRATIONS
+
+# Failed web logins (central.webauth.LoginThrottle): per account ("u:name") and per client IP ("ip:addr"),
+# kept in SQLite so a hub restart does not reset the throttle; rows older than a day are pruned.
+_LOGIN_FAILURES = """
+CREATE TABLE web_login_failures (
+    key   TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+) STRICT;
+CREATE INDEX web_login_failures_key ON web_login_failures (key, at_ms);
+"""
+MIGRATIONS += [("0325_web_login_failures", _LOGIN_FAILURES)]

@@ -218,16 +218,16 @@ async def login(request: web.Request) -> web.StreamResponse:
     username = str(form.get("username", ""))[:64]
     password = str(form.get("password", ""))[:256]
     ip = request.remote or "?"
-    wait = ctx.throttle.retry_after(username, ip)
+    wait = await ctx.throttle.retry_after(username, ip)
     if wait:
         raise PageError(429, f"Đăng nhập sai quá nhiều lần. Thử lại sau {wait} giây.", retry_after=wait)
     user = await ctx.users.authenticate(username, password)
     if user is None:
-        ctx.throttle.failed(username, ip)
+        await ctx.throttle.failed(username, ip)
         log.warning("login failed", extra={"fields": {"event": "login_failed", "remote": ip}})
         context = {"next": str(form.get("next", "")), "error": "Sai tên đăng nhập hoặc mật khẩu."}
         return render(request, "login.html", context, status=401)
-    ctx.throttle.succeeded(username)
+    await ctx.throttle.succeeded(username)
     old = request.cookies.get(ctx.cookie_name)
     if old:
         await ctx.sessions.delete(old)  # never keep a token from before the login (fixation)
@@ -306,7 +306,7 @@ def install(app: web.Application, config: CentralConfig) -> None:
             dossiers=dossiers,
             users=Users(hub.store),
             sessions=Sessions(hub.store, config.session_idle_s * 1000, config.session_max_s * 1000),
-            throttle=LoginThrottle(),
+            throttle=LoginThrottle(hub.store, hub.clock),
             monitor=monitor,
             limits=limits,
         )

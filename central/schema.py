@@ -248,3 +248,22 @@ CREATE TABLE web_login_failures (
 CREATE INDEX web_login_failures_key ON web_login_failures (key, at_ms);
 """
 MIGRATIONS += [("0325_web_login_failures", _LOGIN_FAILURES)]
+
+# TOTP second factor of web users (central.mfa): the secret AES-GCM sealed, the last time step used
+# (a code for it or an earlier step is a replay), and single-use recovery codes as SHA-256 digests.
+_MFA = """
+CREATE TABLE web_user_mfa (
+    username     TEXT PRIMARY KEY,
+    secret       BLOB NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    confirmed_ms INTEGER,
+    last_step    INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE TABLE web_mfa_recovery (
+    username TEXT NOT NULL,
+    digest   TEXT NOT NULL,
+    used_ms  INTEGER,
+    PRIMARY KEY (username, digest)
+) STRICT;
+"""
+MIGRATIONS += [("0326_web_user_mfa", _MFA)]

@@ -19,6 +19,7 @@ import hashlib
 import os
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA1
@@ -27,13 +28,42 @@ from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
 from central.store import SqliteStore
 
-__all__ = ["STEP_S", "MfaError", "MfaStore", "code_at", "new_recovery_codes", "new_secret", "otpauth_uri"]
+__all__ = [
+    "KEY_FILE",
+    "load_wrap_key",
+    "STEP_S",
+    "MfaError",
+    "MfaStore",
+    "code_at",
+    "new_recovery_codes",
+    "new_secret",
+    "otpauth_uri",
+]
 
 STEP_S = 30
 DIGITS = 6
 SKEW_STEPS = 1
 RECOVERY_CODES = 10
 ISSUER = "motcua"
+KEY_FILE = "web-mfa.key"  # 32 random bytes, mode 0600, next to hub.key (separate: hub key rotation keeps it)
+
+
+def load_wrap_key(data_dir: Path) -> bytes:
+    """The AES-GCM key sealing TOTP secrets; made (0600, fsynced) on first use."""
+    path = data_dir / KEY_FILE
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = os.urandom(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    if len(key) != 32:
+        raise MfaError("mfa_key", f"{path} must hold 32 bytes, not {len(key)}")
+    return key
 
 
 class MfaError(ValueError):

@@ -89,3 +89,27 @@ async def test_recovery_codes_are_hashed_and_single_use(mfa: MfaStore, hub_dir: 
     assert await mfa.reset("admin2") and await mfa.status("admin2") == "none"
     with pytest.raises(MfaError):
         await mfa.verify("admin2", codes[2], now_ms=T * 1000)
+
+
+async def test_cli_mfa_reset_removes_the_factor(hub_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    from central import cli as central_cli
+    from central.mfa import KEY_FILE, load_wrap_key
+
+    hub = await Hub.open(load(hub_dir, environ={}), hub_clock)
+    try:
+        store = MfaStore(hub.store, load_wrap_key(hub_dir))
+        _, secret = await store.begin("admin1", now_ms=T * 1000)
+        await store.confirm("admin1", code_at(secret, T), now_ms=T * 1000)
+    finally:
+        await hub.close()
+    assert (hub_dir / KEY_FILE).stat().st_mode & 0o777 == 0o600
+    argv = ["--data", str(hub_dir), "user", "mfa-reset", "--username", "admin1"]
+    assert await asyncio.to_thread(central_cli.main, argv) == 0
+    assert "removed" in capsys.readouterr().out
+    hub = await Hub.open(load(hub_dir, environ={}), hub_clock)
+    try:
+        assert await MfaStore(hub.store, load_wrap_key(hub_dir)).status("admin1") == "none"
+    finally:
+        await hub.close()

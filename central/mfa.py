@@ -21,6 +21,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor import InvalidToken
@@ -165,7 +166,13 @@ class MfaStore:
         )
         if row is None:
             return None
-        return self._open(username, bytes(row[0])), int(row[1]), row[2] is not None
+        try:
+            secret = self._open(username, bytes(row[0]))
+        except InvalidTag:  # sealed under another web-mfa.key (restored without it): reset needed
+            raise MfaError(
+                "mfa_key", f"the second factor of {username} cannot be opened; run mfa-reset"
+            ) from None
+        return secret, int(row[1]), row[2] is not None
 
     async def _use_step(self, username: str, code: str, *, now_ms: int, confirming: bool) -> None:
         found = await self._secret(username)

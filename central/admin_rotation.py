@@ -76,13 +76,13 @@ async def approve(request: web.Request) -> web.StreamResponse:
         raise PageError(400, "Nhập dấu vân tay khóa mới mà chi nhánh đọc cho bạn.")
     username = session.user.username
     ip = request.remote or "?"
-    wait = ctx.throttle.retry_after(username, ip)
+    wait = await ctx.throttle.retry_after(username, ip)
     if wait:
         raise PageError(429, f"Nhập sai mật khẩu quá nhiều lần. Thử lại sau {wait} giây.", retry_after=wait)
     if await ctx.users.authenticate(username, str(form.get("password", ""))[:256]) is None:
-        ctx.throttle.failed(username, ip)
+        await ctx.throttle.failed(username, ip)
         raise PageError(403, "Mật khẩu không đúng: nhập lại mật khẩu của bạn để duyệt.")
-    ctx.throttle.succeeded(username)
+    await ctx.throttle.succeeded(username)
     try:
         after, added = await domain.approve(view.id, username, fingerprint_seen=seen)
     except CentralError as exc:

@@ -83,7 +83,7 @@ class Hub:
             blobs=blobs,
             heartbeats=Heartbeats(store, config.heartbeat_keep),
             metrics=metrics,
-            replay=ReplayCache(config.auth_window_s * 1000),
+            replay=ReplayCache(config.auth_window_s * 1000, floor_ms=clock()),  # refuses pre-start requests
             pools=[signatures, driver],
         )
 

@@ -237,3 +237,33 @@ CREATE TABLE node_leases (
 """
 LEASE_MIGRATIONS: list[tuple[str, str]] = [("0310_node_leases", _LEASES)]
 MIGRATIONS += LEASE_MIGRATIONS
+
+# Failed web logins (central.webauth.LoginThrottle): per account ("u:name") and per client IP ("ip:addr"),
+# kept in SQLite so a hub restart does not reset the throttle; rows older than a day are pruned.
+_LOGIN_FAILURES = """
+CREATE TABLE web_login_failures (
+    key   TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+) STRICT;
+CREATE INDEX web_login_failures_key ON web_login_failures (key, at_ms);
+"""
+MIGRATIONS += [("0325_web_login_failures", _LOGIN_FAILURES)]
+
+# TOTP second factor of web users (central.mfa): the secret AES-GCM sealed, the last time step used
+# (a code for it or an earlier step is a replay), and single-use recovery codes as SHA-256 digests.
+_MFA = """
+CREATE TABLE web_user_mfa (
+    username     TEXT PRIMARY KEY,
+    secret       BLOB NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    confirmed_ms INTEGER,
+    last_step    INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE TABLE web_mfa_recovery (
+    username TEXT NOT NULL,
+    digest   TEXT NOT NULL,
+    used_ms  INTEGER,
+    PRIMARY KEY (username, digest)
+) STRICT;
+"""
+MIGRATIONS += [("0326_web_user_mfa", _MFA)]

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,16 +33,17 @@ from central.dossier_index import index_state
 from central.dossiers import DOSSIERS, Dossiers
 from central.errors import CentralError
 from central.hub import HUB, Hub
+from central.mfa import MfaError, MfaStore, load_wrap_key
 from central.monitoring import MONITOR, Monitor, healthz, metrics, observe_middleware, readyz
 from central.nodehealth import NodeHealth, Thresholds, read_all
-from central.webauth import LoginThrottle, Session, Sessions, Users, csrf_matches
+from central.webauth import LoginThrottle, Session, Sessions, User, Users, csrf_matches
 
 __all__ = ["MULTIPART", "SESSION", "WEB", "PageError", "WebContext", "install", "need", "render"]
 
 log = logging.getLogger("motcua.central.web")
 STATIC = Path(__file__).parent / "static"
 PAGE_PREFIXES = ("/admin", "/officer", "/login", "/logout", "/tra-cuu")
-ANONYMOUS_POSTS = ("/login", "/tra-cuu")
+ANONYMOUS_POSTS = ("/login", "/login/mfa", "/tra-cuu")
 HOME = {"admin": "/admin", "viewer": "/admin", "officer": "/officer"}
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -69,6 +71,9 @@ class WebContext:
     throttle: LoginThrottle
     monitor: Monitor
     limits: Thresholds
+    mfa: MfaStore | None = None
+    # password checked, code awaited: token -> (user, next, deadline ms); lost on restart (log in again)
+    pending_mfa: dict[str, tuple[User, str, int]] = field(default_factory=dict)
 
     @property
     def cookie_name(self) -> str:
@@ -218,22 +223,65 @@ async def login(request: web.Request) -> web.StreamResponse:
     username = str(form.get("username", ""))[:64]
     password = str(form.get("password", ""))[:256]
     ip = request.remote or "?"
-    wait = ctx.throttle.retry_after(username, ip)
+    wait = await ctx.throttle.retry_after(username, ip)
     if wait:
         raise PageError(429, f"Đăng nhập sai quá nhiều lần. Thử lại sau {wait} giây.", retry_after=wait)
     user = await ctx.users.authenticate(username, password)
     if user is None:
-        ctx.throttle.failed(username, ip)
+        await ctx.throttle.failed(username, ip)
         log.warning("login failed", extra={"fields": {"event": "login_failed", "remote": ip}})
         context = {"next": str(form.get("next", "")), "error": "Sai tên đăng nhập hoặc mật khẩu."}
         return render(request, "login.html", context, status=401)
-    ctx.throttle.succeeded(username)
+    if ctx.mfa is not None and await ctx.mfa.status(user.username) == "active":
+        now = ctx.hub.clock()
+        for stale in [t for t, (_, _, until) in ctx.pending_mfa.items() if until < now][:1000]:
+            del ctx.pending_mfa[stale]
+        pending = secrets.token_urlsafe(32)
+        ctx.pending_mfa[pending] = (user, str(form.get("next", "")), now + 300_000)
+        return render(request, "login_mfa.html", {"pending": pending, "error": None})
+    await ctx.throttle.succeeded(username)
+    return await _open_session(request, user, str(form.get("next", "")))
+
+
+async def login_mfa(request: web.Request) -> web.StreamResponse:
+    """Second step for accounts with a TOTP factor: a code (or a recovery code), throttled like passwords."""
+    ctx = request.app[WEB]
+    form = await request.post()
+    pending = str(form.get("pending", ""))[:64]
+    code = str(form.get("code", ""))[:32]
+    ip = request.remote or "?"
+    found = ctx.pending_mfa.get(pending)
+    if found is None or found[2] < ctx.hub.clock() or ctx.mfa is None:
+        ctx.pending_mfa.pop(pending, None)
+        raise web.HTTPSeeOther("/login")
+    user, next_path, _ = found
+    wait = await ctx.throttle.retry_after(user.username, ip)
+    if wait:
+        ctx.pending_mfa.pop(pending, None)
+        raise PageError(429, f"Đăng nhập sai quá nhiều lần. Thử lại sau {wait} giây.", retry_after=wait)
+    try:
+        how = await ctx.mfa.verify(user.username, code, now_ms=ctx.hub.clock())
+    except MfaError as exc:
+        await ctx.throttle.failed(user.username, ip)
+        log.warning(
+            "login code refused", extra={"fields": {"event": "mfa_failed", "remote": ip, "why": exc.code}}
+        )
+        error = "Mã đã được dùng. Chờ mã mới." if exc.code == "mfa_replayed" else "Mã xác thực không đúng."
+        return render(request, "login_mfa.html", {"pending": pending, "error": error}, status=401)
+    del ctx.pending_mfa[pending]
+    await ctx.throttle.succeeded(user.username)
+    log.info("login second factor", extra={"fields": {"event": "mfa_ok", "user": user.username, "how": how}})
+    return await _open_session(request, user, next_path)
+
+
+async def _open_session(request: web.Request, user: User, next_path: str) -> web.StreamResponse:
+    ctx = request.app[WEB]
     old = request.cookies.get(ctx.cookie_name)
     if old:
         await ctx.sessions.delete(old)  # never keep a token from before the login (fixation)
     token, _ = await ctx.sessions.create(user, now=ctx.hub.clock())
     log.info("login", extra={"fields": {"event": "login", "user": user.username}})
-    response = web.HTTPSeeOther(_safe_next(str(form.get("next", "")), user.role))
+    response = web.HTTPSeeOther(_safe_next(next_path, user.role))
     response.set_cookie(
         ctx.cookie_name,
         token,
@@ -272,6 +320,7 @@ async def _backfill(hub: Hub, dossiers: Dossiers) -> None:
 def install(app: web.Application, config: CentralConfig) -> None:
     """Add the web pages, monitoring and their middlewares to the hub's app (see the module docstring)."""
     from central import (
+        admin_mfa,
         admin_nodes,
         admin_pages,
         admin_review,
@@ -306,7 +355,8 @@ def install(app: web.Application, config: CentralConfig) -> None:
             dossiers=dossiers,
             users=Users(hub.store),
             sessions=Sessions(hub.store, config.session_idle_s * 1000, config.session_max_s * 1000),
-            throttle=LoginThrottle(),
+            throttle=LoginThrottle(hub.store, hub.clock),
+            mfa=MfaStore(hub.store, load_wrap_key(config.data_dir)),
             monitor=monitor,
             limits=limits,
         )
@@ -332,11 +382,13 @@ def install(app: web.Application, config: CentralConfig) -> None:
     app.router.add_get("/", root)
     app.router.add_get("/login", login_page)
     app.router.add_post("/login", login)
+    app.router.add_post("/login/mfa", login_mfa)
     app.router.add_post("/logout", logout)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     for module in (
+        admin_mfa,
         admin_pages,
         admin_review,
         admin_nodes,

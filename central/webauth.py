@@ -8,7 +8,8 @@
   token (no fixation); sessions end after an idle time and an absolute time; logout deletes the row.
 - Each session has a CSRF synchronizer token, checked (constant time) on every state-changing request
   by ``central.web``'s middleware, together with ``Origin`` and ``Sec-Fetch-Site``.
-- ``LoginThrottle`` counts failures per account and per client IP in a sliding window; over the limit the
+- ``LoginThrottle`` counts failures per account and per client IP in a sliding window, in SQLite (a
+  restart does not reset it); over the limit the
   login answers 429 with ``Retry-After``, without checking the password.
 """
 
@@ -19,10 +20,10 @@ import hashlib
 import hmac
 import os
 import secrets
-import time
 import unicodedata
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 
 from cryptography.exceptions import InvalidKey
@@ -215,46 +216,49 @@ def csrf_matches(session: Session, candidate: str | None) -> bool:
 
 @dataclass
 class LoginThrottle:
-    """Failed logins per account and per IP in a sliding window; bounded memory."""
+    """Failed logins per account and per IP in a sliding window, in SQLite (a restart does not reset it).
 
+    Small volume: one row per failed attempt, pruned after a day; the successful path writes only the
+    account's reset. ``clock``: wall time in ms (the hub clock).
+    """
+
+    store: SqliteStore
+    clock: Callable[[], int]
     per_account: int = 10
     per_ip: int = 30
     window_s: float = 900.0
-    clock: object = time.monotonic
-    failures: dict[str, list[float]] = field(default_factory=dict)
 
-    def _now(self) -> float:
-        return float(self.clock())  # type: ignore[operator]
+    @staticmethod
+    def _keys(username: str, ip: str) -> tuple[str, str]:
+        return f"u:{normalize_username(username)}", f"ip:{ip}"
 
-    def _recent(self, key: str, now: float) -> list[float]:
-        recent = [t for t in self.failures.get(key, []) if now - t < self.window_s]
-        if recent:
-            self.failures[key] = recent
-        else:
-            self.failures.pop(key, None)
-        return recent
-
-    def retry_after(self, username: str, ip: str) -> int:
+    async def retry_after(self, username: str, ip: str) -> int:
         """0 if a login attempt may go ahead, else the seconds to wait."""
-        now = self._now()
+        now = self.clock()
+        window_ms = int(self.window_s * 1000)
         waits = []
-        keys = ((f"u:{normalize_username(username)}", self.per_account), (f"ip:{ip}", self.per_ip))
-        for key, limit in keys:
-            recent = self._recent(key, now)
-            if len(recent) >= limit:
-                waits.append(recent[-limit] + self.window_s - now)
+        for key, limit in zip(self._keys(username, ip), (self.per_account, self.per_ip), strict=True):
+            rows = await self.store.fetchall(
+                "SELECT at_ms FROM web_login_failures WHERE key = ? AND at_ms > ?"
+                " ORDER BY at_ms DESC LIMIT ?",
+                (key, now - window_ms, limit),
+            )
+            if len(rows) >= limit:
+                waits.append((int(rows[-1][0]) + window_ms - now) / 1000)
         return max(1, int(max(waits)) + 1) if waits else 0
 
-    def failed(self, username: str, ip: str) -> None:
-        now = self._now()
-        if len(self.failures) > 50_000:  # forget idle keys first
-            for key in list(self.failures):
-                self._recent(key, now)
-        for key in (f"u:{normalize_username(username)}", f"ip:{ip}"):
-            self.failures.setdefault(key, []).append(now)
+    async def failed(self, username: str, ip: str) -> None:
+        now = self.clock()
+        async with self.store.write() as db:
+            await db.executemany(
+                "INSERT INTO web_login_failures (key, at_ms) VALUES (?, ?)",
+                [(key, now) for key in self._keys(username, ip)],
+            )
+            await db.execute("DELETE FROM web_login_failures WHERE at_ms < ?", (now - 86_400_000,))
 
-    def succeeded(self, username: str) -> None:
-        self.failures.pop(f"u:{normalize_username(username)}", None)
+    async def succeeded(self, username: str) -> None:
+        async with self.store.write() as db:
+            await db.execute("DELETE FROM web_login_failures WHERE key = ?", (self._keys(username, "")[0],))
 
 
 __all__ += ["csrf_matches", "normalize_username"]

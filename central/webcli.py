@@ -3,6 +3,8 @@
     motcua-central user add --data DIR --username U --role R [--agency A] --password-stdin
     motcua-central user list --data DIR
     motcua-central user disable --data DIR --username U     (also ends the user's sessions)
+    motcua-central user mfa-reset --data DIR --username U   (lockout: removes the TOTP factor and
+                                                            recovery codes; the user enrols again)
 
 The password is read from standard input (one line), never from the command line, where other users of
 the machine could read it in the process list.
@@ -18,6 +20,7 @@ from pathlib import Path
 from central.config import load
 from central.errors import now_ms
 from central.hub import Hub
+from central.mfa import MfaStore, load_wrap_key
 from central.webauth import MIN_PASSWORD, ROLES, UserError, Users
 
 __all__ = ["register"]
@@ -43,6 +46,9 @@ async def _run(args: argparse.Namespace) -> int:
             for name, role, agency, _created, disabled in await users.list():
                 state = "disabled" if disabled else "active"
                 print(f"{name:<24} {role:<8} {state:<9} {agency or ''}".rstrip())
+        elif args.user_command == "mfa-reset":
+            removed = await MfaStore(hub.store, load_wrap_key(hub.config.data_dir)).reset(args.username)
+            print(f"user {args.username}: second factor {'removed' if removed else 'was not set'}")
         else:
             await users.disable(args.username, now=now_ms())
             print(f"user {args.username} disabled; sessions ended")
@@ -71,6 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     commands.add_parser("list", help="web users and their roles")
     disable = commands.add_parser("disable", help="disable a user and end their sessions")
     disable.add_argument("--username", required=True)
+    reset = commands.add_parser("mfa-reset", help="remove a user's TOTP factor (lockout); they enrol again")
+    reset.add_argument("--username", required=True)
     for parser in commands.choices.values():
         parser.add_argument("--data", default=argparse.SUPPRESS, help="hub state directory")
         parser.set_defaults(func=cmd_user)

@@ -227,7 +227,9 @@ class SyncClient:
             if status < 300:
                 return payload
             reply = _reply(payload)
-            if reply is not None and reply.error == "stale" and attempt == 0:
+            if reply is not None and reply.error in ("stale", "before_start") and attempt == 0:
+                # before_start: signed before the hub (re)started; the hub refuses it since its replay
+                # cache of the earlier run is gone. Re-sign with a fresh time (at least hub time) and nonce.
                 self.offset_ms = reply.hub_time - self.wall()  # correct request times, never entries
                 continue
             if reply is not None and reply.error == "replayed" and attempt == 0:
@@ -237,7 +239,8 @@ class SyncClient:
                 continue
             code = reply.error if reply is not None else f"http_{status}"
             reason = reply.reason if reply is not None else payload[:200].decode("utf-8", "replace")
-            retryable = status >= 500 or status in (409, 429) or code in ("unreachable", "stale", "replayed")
+            again = ("unreachable", "stale", "replayed", "before_start")
+            retryable = status >= 500 or status in (409, 429) or code in again
             raise SyncError(code, reason, retryable=retryable, status=status, reply=reply)
         raise AssertionError("unreachable")
 

@@ -13,7 +13,9 @@ The signature covers ``AUTH_DOMAIN`` + canonical({"body","epoch","method","node"
 where ``target`` is the path with its query string exactly as sent. The verifier checks the freshness of
 ``time`` against its own clock (``window_ms`` either way) and keeps every accepted signature until it is
 stale, refusing a second use (``replayed``). A node whose clock is wrong learns the hub's time from the
-``stale`` answer and corrects the timestamps of its *requests* (never of its entries).
+``stale`` answer and corrects the timestamps of its *requests* (never of its entries). The cache is in
+memory, so the hub also refuses any request signed before the hub process started (``before_start``):
+a request captured before a restart cannot be replayed after it; the node re-signs and retries once.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "BadRequestSignature",
     "ReplayCache",
     "ReplayedRequest",
+    "RequestBeforeStart",
     "RequestClaims",
     "StaleRequest",
     "body_digest",
@@ -94,6 +97,15 @@ class ReplayedRequest(AuthError):
     """The request signature was already used."""
 
     code = "replayed"
+
+
+class RequestBeforeStart(AuthError):
+    """The request was signed before the hub process started: the replay cache of an earlier run is gone,
+    so such a request could be a capture replayed across the restart. The node signs it again (fresh time
+    and nonce) and retries once."""
+
+    code = "before_start"
+    retryable = True
 
 
 class BadRequestSignature(AuthError):
@@ -208,9 +220,14 @@ class ReplayCache:
     past ``max_entries`` the oldest go first.
     """
 
-    def __init__(self, window_ms: int = DEFAULT_WINDOW_MS, max_entries: int = 200_000) -> None:
+    def __init__(
+        self, window_ms: int = DEFAULT_WINDOW_MS, max_entries: int = 200_000, floor_ms: int = 0
+    ) -> None:
         self.window_ms = window_ms
         self.max_entries = max_entries
+        # The hub's start time: the cache is in memory, so a request signed before it cannot be checked
+        # against the earlier run's cache and is refused (``before_start``) instead. No write per request.
+        self.floor_ms = floor_ms
         self._seen: OrderedDict[str, int] = OrderedDict()
 
     def __len__(self) -> int:
@@ -250,5 +267,9 @@ def verify_request(
         raise AuthMalformed("signature is not 64 bytes of base64url") from None
     if not key.verify(signature, claims.signable()):
         raise BadRequestSignature(f"request signature does not verify for {claims.node}/{claims.epoch}")
+    if replay is not None and claims.time < replay.floor_ms:
+        raise RequestBeforeStart(
+            f"request time {claims.time} predates the hub start {replay.floor_ms}; sign it again and retry",
+        )
     if replay is not None and not replay.check_and_add(claims.sig, claims.time, now_ms):
         raise ReplayedRequest("this request signature was already used")

@@ -100,8 +100,6 @@ from protocol.position import Head, Position
 __version__ = "1"
 
 __all__ = [
-    "Lease",
-    "sign_lease",
     "GENESIS_KIND",
     "HUB_KINDS",
     "KEY_ROTATION",
@@ -138,6 +136,7 @@ __all__ = [
     "InviteToken",
     "KeyError_",
     "KeyMismatch",
+    "Lease",
     "LogHead",
     "LoneSurrogate",
     "Manifest",
@@ -184,6 +183,7 @@ __all__ = [
     "save_private_key",
     "sign_enrollment",
     "sign_entry",
+    "sign_lease",
     "sign_receipt",
     "sign_request",
     "signable_bytes",

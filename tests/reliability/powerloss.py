@@ -15,21 +15,31 @@ files (reads need them) and are also recorded per file until that file's ``xSync
 (before it runs) the power-loss images of the three variants are materialised: each file as of its last
 sync plus the unsynced writes and truncations with their fate, the WAL included, and the ``-shm`` as it
 is (``keep``/``drop``) or random (``garble``). File creation and deletion are taken as immediate, as in
-``test6.c``. The node itself uses stdlib ``sqlite3`` through aiosqlite, which offers no VFS hook, so the
-workload runs once through the node's real code (``Store``, ``Desk.receive``, ``open_desk``,
-``ScanIntake`` + ``ScanRouter``) with a trace callback on its writer connection, and the *exact SQL text*
-it executed (``sqlite3``'s trace gives it with the bound values inlined, migrations included) is
-replayed through apsw on the crash VFS. ``replay_matches`` proves the replay writes the same database
-(``iterdump`` equal). Every image is then opened with the real stack (stdlib ``sqlite3``, ``Store.open``,
-``verify_node``).
+``test6.c``. The node itself opens its database with SQLCipher (``sqlcipher3`` through aiosqlite,
+``node.dbcipher``), which offers no VFS hook, so the workload runs once through the node's real code
+(``Store``, ``Desk.receive``, ``open_desk``, ``ScanIntake`` + ``ScanRouter``) with a trace callback on
+every connection ``node.dbcipher`` opens, and the *exact SQL text* its writer executed (the trace gives
+it with the bound values inlined, migrations included; ``PRAGMA key`` and the ``cipher_*`` pragmas are
+dropped in the callback, so the key is never stored) is replayed through apsw on the crash VFS.
+apsw's SQLite has no SQLCipher codec, so the replay and its images are **plaintext**: the crash model is
+SQLite's pager/WAL write and sync ordering, which SQLCipher shares (it is SQLite's own pager and WAL
+code with each page encrypted in the codec hook; pages are 4096 bytes in both, SQLCipher keeps 80 of
+them for IV + HMAC, so page contents and counts differ slightly, not the order of writes and syncs).
+``replay_matches`` proves the replay writes the same database (``iterdump`` of the plaintext replay
+equal to that of the node's encrypted database read through a keyed connection). Every image is then
+recovered (WAL) and ``integrity_check``-ed by SQLite, exported into an encrypted database under the
+node's key (``encrypt_image``: ``ATTACH ... KEY`` + ``sqlcipher_export``) in a folder holding the
+node's keyring, and opened with the real stack (``Store.open``, ``verify_node``).
 
 **Blob files** (``CrashFS``: the ``FileOps`` seam of ``node.blobs``): records every write, fsync (file
 or directory) and rename of the blob store; a crash point is every fsync (before it takes effect) and
 every committed SQLite transaction (``Store.on_commit``: the moment a registration becomes durable). The
 image of ``blobs/`` keeps, per directory, the entries as of its last fsync (``drop``), all of them
 (``keep``) or a seeded mix (``garble``); file data is the content of the last fsync plus the unsynced
-writes with their fate. The database beside it is the committed state (``sqlite3`` backup API: SQLite's
-own durability is the VFS part's job).
+writes with their fate. The database beside it is the committed state (``snapshot_db``: ``sqlcipher_export``
+under the node's key from a read transaction; SQLite's own durability is the VFS part's job), with the
+node's keyring, and the registered blobs are read back through the decrypting reader: a torn ciphertext
+fails its GCM tag.
 """
 
 from __future__ import annotations
@@ -208,6 +218,7 @@ def replay_matches(events: list[Event], original: Path, key: bytes, scratch: Pat
     """Replay ``events`` with stdlib sqlite3 (no crash, plaintext) and compare its dump with the node's
     encrypted database read through a connection keyed with ``key`` (``node.dbcipher.connect``)."""
     from node.dbcipher import connect
+
     conn: sqlite3.Connection | None = None
     for event in events:
         if event.kind == "session":

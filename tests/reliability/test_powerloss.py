@@ -144,7 +144,7 @@ async def _capture(tmp: Path) -> Capture:
     return _CAPTURED[0]
 
 
-async def _check_sqlite_image(image: Image, capture: Capture, key: bytes) -> list[str]:
+async def _check_sqlite_image(image: Image, capture: Capture) -> list[str]:
     """What is wrong with one power-loss image, opened with the node's own stack (empty: recovered).
 
     The image is plaintext (apsw's SQLite has no codec): SQLite recovers it (WAL) and checks it, then it
@@ -158,7 +158,7 @@ async def _check_sqlite_image(image: Image, capture: Capture, key: bytes) -> lis
     finally:
         raw.close()
     folder = capture.place_keyring(image.path.parent / "encrypted")
-    encrypt_image(image.path, folder / "node.sqlite3", key)
+    encrypt_image(image.path, folder / "node.sqlite3", capture.key)
     try:
         return await _check_store(folder / "node.sqlite3", image.receipted)
     finally:
@@ -211,10 +211,9 @@ async def _sqlite_sweep(
         replay, capture.events, work / "node.sqlite3", work / "img", seeds=seeds, **kwargs
     )
     tally = Tally(points=points, variants=points * (len(VARIANTS) - 1 + seeds), images=len(images))
-    key = capture.key
     for image in images:
         try:
-            problems = await _check_sqlite_image(image, capture, key)
+            problems = await _check_sqlite_image(image, capture)
         except Exception as exc:  # an image the node cannot open is a failure, named
             problems = [f"{type(exc).__name__}: {exc}"]
         shutil.rmtree(image.path.parent)

@@ -15,21 +15,31 @@ files (reads need them) and are also recorded per file until that file's ``xSync
 (before it runs) the power-loss images of the three variants are materialised: each file as of its last
 sync plus the unsynced writes and truncations with their fate, the WAL included, and the ``-shm`` as it
 is (``keep``/``drop``) or random (``garble``). File creation and deletion are taken as immediate, as in
-``test6.c``. The node itself uses stdlib ``sqlite3`` through aiosqlite, which offers no VFS hook, so the
-workload runs once through the node's real code (``Store``, ``Desk.receive``, ``open_desk``,
-``ScanIntake`` + ``ScanRouter``) with a trace callback on its writer connection, and the *exact SQL text*
-it executed (``sqlite3``'s trace gives it with the bound values inlined, migrations included) is
-replayed through apsw on the crash VFS. ``replay_matches`` proves the replay writes the same database
-(``iterdump`` equal). Every image is then opened with the real stack (stdlib ``sqlite3``, ``Store.open``,
-``verify_node``).
+``test6.c``. The node itself opens its database with SQLCipher (``sqlcipher3`` through aiosqlite,
+``node.dbcipher``), which offers no VFS hook, so the workload runs once through the node's real code
+(``Store``, ``Desk.receive``, ``open_desk``, ``ScanIntake`` + ``ScanRouter``) with a trace callback on
+every connection ``node.dbcipher`` opens, and the *exact SQL text* its writer executed (the trace gives
+it with the bound values inlined, migrations included; ``PRAGMA key`` and the ``cipher_*`` pragmas are
+dropped in the callback, so the key is never stored) is replayed through apsw on the crash VFS.
+apsw's SQLite has no SQLCipher codec, so the replay and its images are **plaintext**: the crash model is
+SQLite's pager/WAL write and sync ordering, which SQLCipher shares (it is SQLite's own pager and WAL
+code with each page encrypted in the codec hook; pages are 4096 bytes in both, SQLCipher keeps 80 of
+them for IV + HMAC, so page contents and counts differ slightly, not the order of writes and syncs).
+``replay_matches`` proves the replay writes the same database (``iterdump`` of the plaintext replay
+equal to that of the node's encrypted database read through a keyed connection). Every image is then
+recovered (WAL) and ``integrity_check``-ed by SQLite, exported into an encrypted database under the
+node's key (``encrypt_image``: ``ATTACH ... KEY`` + ``sqlcipher_export``) in a folder holding the
+node's keyring, and opened with the real stack (``Store.open``, ``verify_node``).
 
 **Blob files** (``CrashFS``: the ``FileOps`` seam of ``node.blobs``): records every write, fsync (file
 or directory) and rename of the blob store; a crash point is every fsync (before it takes effect) and
 every committed SQLite transaction (``Store.on_commit``: the moment a registration becomes durable). The
 image of ``blobs/`` keeps, per directory, the entries as of its last fsync (``drop``), all of them
 (``keep``) or a seeded mix (``garble``); file data is the content of the last fsync plus the unsynced
-writes with their fate. The database beside it is the committed state (``sqlite3`` backup API: SQLite's
-own durability is the VFS part's job).
+writes with their fate. The database beside it is the committed state (``snapshot_db``: ``sqlcipher_export``
+under the node's key from a read transaction; SQLite's own durability is the VFS part's job), with the
+node's keyring, and the registered blobs are read back through the decrypting reader: a torn ciphertext
+fails its GCM tag.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ import random
 import shutil
 import sqlite3
 import stat
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -57,6 +68,8 @@ __all__ = [
     "Image",
     "apply_fate",
     "capture_sql",
+    "dump",
+    "encrypt_image",
     "replay",
     "replay_matches",
     "snapshot_db",
@@ -113,17 +126,33 @@ class Event:
     text: str = ""
 
 
+_SECRET = ("PRAGMA KEY", "PRAGMA REKEY", "PRAGMA CIPHER")  # key material, SQLCipher's own settings
+
+
+def _keyless(sql: str) -> bool:
+    """False for the statements that carry the key or set SQLCipher's own settings (dropped)."""
+    words = " ".join(sql.replace("=", " = ").split()).upper()
+    if words.startswith(_SECRET) or words.startswith("PRAGMA MAIN.KEY"):
+        return False
+    return not (words.startswith("ATTACH") and " KEY " in f"{words} ")
+
+
 @contextmanager
 def capture_sql(events: list[Event]) -> Iterator[Callable[[str], None]]:
-    """Record the SQL of every writer connection opened meanwhile (the node's ``Store`` opens its writer
-    first with ``PRAGMA journal_mode=WAL``); yields ``receipt(code)`` to mark acknowledgements."""
-    real = sqlite3.connect
+    """Record the SQL of every node database connection opened meanwhile (``node.dbcipher.connect``,
+    hence ``aconnect``, so the store's writer and reader); the writers are the connections that set
+    ``PRAGMA journal_mode=WAL`` (``Store.open``'s writer). The trace is set on the SQLCipher connection
+    before its ``PRAGMA key``; the key and cipher pragmas are dropped in the callback, so the key is
+    never stored. Yields ``receipt(code)`` to mark acknowledgements."""
+    from node import dbcipher
+
+    real_module = dbcipher.sqlcipher
     per_conn: list[list[str]] = []
     order: list[tuple[int, int]] = []  # (connection, index of its statement) in execution order
     receipts: list[tuple[int, str]] = []
 
-    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = real(*args, **kwargs)
+    def traced_connect(*args: Any, **kwargs: Any) -> Any:
+        conn = real_module.connect(*args, **kwargs)
         statements: list[str] = []
         per_conn.append(statements)
         n = len(per_conn) - 1
@@ -131,19 +160,27 @@ def capture_sql(events: list[Event]) -> Iterator[Callable[[str], None]]:
         def trace(sql: str) -> None:
             if sql.lstrip().startswith("--"):  # a trigger's body, run by the statement already recorded
                 return
+            if not _keyless(sql):
+                return
             statements.append(sql)
             order.append((n, len(statements) - 1))
 
         conn.set_trace_callback(trace)
         return conn
 
-    sqlite3.connect = connect  # type: ignore[assignment]
+    class _Traced(types.ModuleType):  # dbcipher's ``sqlcipher`` with a tracing ``connect``
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_module, name)
+
+    shim = _Traced("sqlcipher3.dbapi2")
+    shim.connect = traced_connect  # type: ignore[attr-defined]
+    dbcipher.sqlcipher = shim  # type: ignore[assignment]
     try:
         yield lambda code: receipts.append((len(order), code))
     finally:
-        sqlite3.connect = real  # type: ignore[assignment]
+        dbcipher.sqlcipher = real_module
     writers = {
-        n for n, st in enumerate(per_conn) if st and st[0].strip().upper() == "PRAGMA JOURNAL_MODE=WAL"
+        n for n, st in enumerate(per_conn) if any(s.strip().upper() == "PRAGMA JOURNAL_MODE=WAL" for s in st)
     }
     current = -1
     marks = iter(receipts)
@@ -161,6 +198,7 @@ def capture_sql(events: list[Event]) -> Iterator[Callable[[str], None]]:
     while mark is not None:
         events.append(Event("receipt", mark[1]))
         mark = next(marks, None)
+    assert not any(e.kind == "sql" and not _keyless(e.text) for e in events)
 
 
 def _run(execute: Callable[[str], Any], sql: str) -> None:
@@ -168,8 +206,19 @@ def _run(execute: Callable[[str], Any], sql: str) -> None:
         pass
 
 
-def replay_matches(events: list[Event], original: Path, scratch: Path) -> bool:
-    """Replay ``events`` with stdlib sqlite3 (no crash) and compare the dump with the original database."""
+def dump(conn: Any) -> list[str]:
+    """``iterdump`` of a stdlib or a (keyed) SQLCipher connection: the stdlib's dump code, which needs
+    only ``cursor``/``execute`` (sqlcipher3 connections have no ``iterdump`` of their own)."""
+    from sqlite3.dump import _iterdump
+
+    return list(_iterdump(conn))
+
+
+def replay_matches(events: list[Event], original: Path, key: bytes, scratch: Path) -> bool:
+    """Replay ``events`` with stdlib sqlite3 (no crash, plaintext) and compare its dump with the node's
+    encrypted database read through a connection keyed with ``key`` (``node.dbcipher.connect``)."""
+    from node.dbcipher import connect
+
     conn: sqlite3.Connection | None = None
     for event in events:
         if event.kind == "session":
@@ -181,9 +230,9 @@ def replay_matches(events: list[Event], original: Path, scratch: Path) -> bool:
             conn.execute(event.text).fetchall()
     if conn is not None:
         conn.close()
-    a, b = sqlite3.connect(original), sqlite3.connect(scratch)
+    a, b = connect(original, key), sqlite3.connect(scratch)
     try:
-        return list(a.iterdump()) == list(b.iterdump())
+        return dump(a) == dump(b)
     finally:
         a.close()
         b.close()
@@ -432,12 +481,36 @@ class CrashFS:
                 (out / sub).write_bytes(content)
 
 
-def snapshot_db(live: Path, out: Path) -> None:
-    """The committed state of the live database (backup API: safe beside the node's own connections)."""
-    src = sqlite3.connect(f"file:{live}?mode=ro", uri=True)
-    dst = sqlite3.connect(out)
+def snapshot_db(live: Path, out: Path, key: bytes) -> None:
+    """The committed state of the live (encrypted) database, as an encrypted copy under the same key
+    (``sqlcipher_export`` from a keyed read transaction: safe beside the node's own connections)."""
+    from node.dbcipher import connect
+
+    src = connect(f"file:{live}?mode=ro", key, uri=True)
     try:
-        src.backup(dst)
+        src.execute(f"ATTACH DATABASE ? AS snap KEY \"x'{key.hex()}'\"", (str(out),))
+        src.execute("BEGIN")
+        src.execute("SELECT sqlcipher_export('snap')")
+        version = src.execute("PRAGMA user_version").fetchone()[0]
+        src.execute("COMMIT")
+        src.execute(f"PRAGMA snap.user_version = {int(version)}")
+        src.execute("DETACH DATABASE snap")
     finally:
-        dst.close()
+        src.close()
+
+
+def encrypt_image(plain: Path, out: Path, key: bytes) -> None:
+    """The recovered plaintext image ``plain`` as an encrypted database ``out`` under ``key`` (SQLCipher's
+    ``ATTACH ... KEY`` + ``sqlcipher_export``, the user_version copied): what the node's file would have
+    been had the same pages been written through SQLCipher."""
+    from sqlcipher3 import dbapi2 as sqlcipher
+
+    src = sqlcipher.connect(str(plain), isolation_level=None)  # no key: a plaintext database
+    try:
+        src.execute(f"ATTACH DATABASE ? AS enc KEY \"x'{key.hex()}'\"", (str(out),))
+        src.execute("SELECT sqlcipher_export('enc')")
+        version = src.execute("PRAGMA user_version").fetchone()[0]
+        src.execute(f"PRAGMA enc.user_version = {int(version)}")
+        src.execute("DETACH DATABASE enc")
+    finally:
         src.close()

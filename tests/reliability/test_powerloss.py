@@ -8,9 +8,14 @@ The workload runs the node's real code (``init_node``, ``Node.open``, ``Desk.rec
   store opens (WAL recovery, migrations), the chain and projections verify, every dossier receipted
   before the crash is there, the registered scan is there once its attachment was acknowledged. A second
   sweep checkpoints every 8 pages (checkpoints and WAL restarts inside a session).
+- Encryption at rest: the capture traces the node's SQLCipher connections (``node.dbcipher``) without
+  the key pragmas; the apsw replay and its images are plaintext (SQLCipher shares SQLite's pager and WAL
+  ordering); each image is recovered and ``integrity_check``-ed by SQLite, then exported into an
+  encrypted database under the node's key beside the node's keyring, which ``Store.open`` opens.
 - Blobs: at every fsync of the blob store and every committed transaction, the ``blobs/`` image plus the
-  committed database go through the node's startup sweep and must hold: no registered blob missing or
-  failing its hash, no temp file left, every receipted dossier present.
+  committed (encrypted) database go through the node's startup sweep and must hold: no registered blob
+  missing or failing its read through the decrypting reader (GCM tags, then SHA-256), no temp file left,
+  every receipted dossier present.
 - Negative controls: the same harness finds the loss when SQLite runs with ``synchronous=NORMAL`` and
   when the blob store does not fsync its files (a harness that cannot fail would prove nothing).
 """
@@ -28,8 +33,10 @@ from pathlib import Path
 
 import pytest
 
+from node import atrest
 from node.blobs import BlobStore, FileOps
 from node.config import load as load_node_config
+from node.errors import BlobCorrupt, BlobNotFound
 from node.provision import Node, init_node
 from node.scan_attach import ScanRouter, open_desk
 from node.scan_intake import Registered, ScanIntake
@@ -38,13 +45,13 @@ from node.verify import verify_node
 from protocol.dossier.events import UNCLASSIFIED_DOCUMENT
 from tests.node.conftest import FAST_LOOKUP, reception
 from tests.node.samples import make_image
-from tests.reliability.nodecheck import check_blobs
 from tests.reliability.powerloss import (
     VARIANTS,
     CrashFS,
     Event,
     Image,
     capture_sql,
+    encrypt_image,
     replay,
     replay_matches,
     snapshot_db,
@@ -99,43 +106,78 @@ async def _workload(
 # -- SQLite ------------------------------------------------------------------------------------------
 
 
-_CAPTURED: list[list[Event]] = []  # one capture per process serves every test (the SQL is data)
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """The node's writer SQL (keyless) and the node's wrapped keyring files (``datakey.*``)."""
+
+    events: list[Event]
+    keyfiles: dict[str, bytes]
+    key: bytes = field(repr=False)  # the node's database key (memory only, as in the node)
+
+    def place_keyring(self, folder: Path) -> Path:
+        """Put the node's wrapped keyring into ``folder`` (the node unlocks it there by itself)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, content in self.keyfiles.items():
+            (folder / name).write_bytes(content)
+        return folder
 
 
-async def _capture(tmp: Path) -> list[Event]:
+_CAPTURED: list[Capture] = []  # one capture per process serves every test (the SQL is data)
+
+
+def _keyfiles(data: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(data.glob("datakey.*"))}
+
+
+async def _capture(tmp: Path) -> Capture:
     if _CAPTURED:
         return _CAPTURED[0]
     events: list[Event] = []
     with capture_sql(events) as receipt:
         await _workload(tmp / "node", receipt)
-    assert replay_matches(events, tmp / "node" / "node.sqlite3", tmp / "replayed.sqlite3"), (
+    key = atrest.keyring_for(tmp / "node").db_key
+    assert not any(key.hex() in e.text.lower() for e in events), "the database key was captured"
+    assert replay_matches(events, tmp / "node" / "node.sqlite3", key, tmp / "replayed.sqlite3"), (
         "the captured SQL does not rebuild the same database"
     )
-    _CAPTURED.append(events)
-    return events
+    _CAPTURED.append(Capture(events, _keyfiles(tmp / "node"), key))
+    return _CAPTURED[0]
 
 
-async def _check_sqlite_image(image: Image) -> list[str]:
-    """What is wrong with one power-loss image, opened with the node's own stack (empty: recovered)."""
-    raw = sqlite3.connect(image.path, isolation_level=None)
+async def _check_sqlite_image(image: Image, capture: Capture) -> list[str]:
+    """What is wrong with one power-loss image, opened with the node's own stack (empty: recovered).
+
+    The image is plaintext (apsw's SQLite has no codec): SQLite recovers it (WAL) and checks it, then it
+    becomes an encrypted database under the node's key, beside the node's keyring, for ``Store.open``.
+    """
+    raw = sqlite3.connect(image.path, isolation_level=None)  # WAL recovery happens here
     try:
         (result,) = raw.execute("PRAGMA integrity_check").fetchone()
         if result != "ok":
             return [f"integrity_check: {result}"]
     finally:
         raw.close()
-    store = await Store.open(image.path)  # the node's open: WAL recovery, pragmas, migrations
+    folder = capture.place_keyring(image.path.parent / "encrypted")
+    encrypt_image(image.path, folder / "node.sqlite3", capture.key)
+    try:
+        return await _check_store(folder / "node.sqlite3", image.receipted)
+    finally:
+        atrest.forget(folder)
+
+
+async def _check_store(path: Path, receipted: frozenset[str]) -> list[str]:
+    store = await Store.open(path)  # the node's open: its keyring, pragmas, migrations
     try:
         rows = await store.fetchall("SELECT count(*) FROM epochs")
         problems: list[str] = []
         if rows[0][0]:
             report = await verify_node(store, NODE)
             problems += report.differences
-        elif INIT in image.receipted:
+        elif INIT in receipted:
             problems.append("the initialised node lost its genesis")
         present = {r[0] for r in await store.fetchall("SELECT code FROM dossiers")}
         blobs = {r[0] for r in await store.fetchall("SELECT sha256 FROM blobs")}
-        for mark in image.receipted - {INIT}:
+        for mark in receipted - {INIT}:
             if mark.startswith(SCAN):
                 if mark[len(SCAN) :] not in blobs:
                     problems.append(f"acknowledged scan {mark} not registered")
@@ -156,7 +198,7 @@ class Tally:
 
 async def _sqlite_sweep(
     tmp: Path,
-    events: list[Event],
+    capture: Capture,
     seeds: int,
     rewrite: Callable[[str], str] | None = None,
     *,
@@ -166,12 +208,12 @@ async def _sqlite_sweep(
     work.mkdir(parents=True)
     kwargs = {"rewrite": rewrite} if rewrite else {}
     images, points = await asyncio.to_thread(
-        replay, events, work / "node.sqlite3", work / "img", seeds=seeds, **kwargs
+        replay, capture.events, work / "node.sqlite3", work / "img", seeds=seeds, **kwargs
     )
     tally = Tally(points=points, variants=points * (len(VARIANTS) - 1 + seeds), images=len(images))
     for image in images:
         try:
-            problems = await _check_sqlite_image(image)
+            problems = await _check_sqlite_image(image, capture)
         except Exception as exc:  # an image the node cannot open is a failure, named
             problems = [f"{type(exc).__name__}: {exc}"]
         shutil.rmtree(image.path.parent)
@@ -211,9 +253,10 @@ def _checkpoint_every(pages: int) -> Callable[[str], str]:
 
 async def _sqlite_power_loss(tmp_path: Path, figures, seeds: int, checkpoint: int | None = None) -> None:  # type: ignore[no-untyped-def]
     started = time.monotonic()
-    events = await _capture(tmp_path)
+    capture = await _capture(tmp_path)
+    events = capture.events
     rewrite = _checkpoint_every(checkpoint) if checkpoint else None
-    tally = await _sqlite_sweep(tmp_path, events, seeds, rewrite)
+    tally = await _sqlite_sweep(tmp_path, capture, seeds, rewrite)
     assert not tally.failures, tally.failures
     receipts = sum(1 for e in events if e.kind == "receipt")
     assert tally.points > 10 and receipts == 5
@@ -229,12 +272,12 @@ async def _sqlite_power_loss(tmp_path: Path, figures, seeds: int, checkpoint: in
 async def test_power_loss_harness_finds_synchronous_normal(tmp_path: Path) -> None:
     """Negative control: with synchronous=NORMAL a WAL commit is not synced; power loss must lose a
     receipted dossier in some image, and the harness must say so."""
-    events = await _capture(tmp_path)
+    capture = await _capture(tmp_path)
 
     def normal(sql: str) -> str:
         return "PRAGMA synchronous=NORMAL" if sql.strip().upper() == "PRAGMA SYNCHRONOUS=FULL" else sql
 
-    tally = await _sqlite_sweep(tmp_path, events, 1, normal, until_first_failure=True)
+    tally = await _sqlite_sweep(tmp_path, capture, 1, normal, until_first_failure=True)
     lost = [p for problems in tally.failures.values() for p in problems if "missing" in p or "genesis" in p]
     assert lost, "synchronous=NORMAL lost nothing under power loss: the harness cannot see a loss"
 
@@ -255,7 +298,9 @@ async def _blob_power_loss(tmp: Path, seeds: int, *, fsync_files: bool = True) -
             for seed in range(seeds if variant == "garble" else 1):
                 out = images / f"{fs.points:04d}-{variant}-{seed}"
                 fs.image(out / "blobs", variant, random.Random(f"{fs.points}/{variant}/{seed}"))
-                snapshot_db(data / "node.sqlite3", out / "node.sqlite3")
+                for name, content in _keyfiles(data).items():  # the node's keyring beside its DB
+                    (out / name).write_bytes(content)
+                snapshot_db(data / "node.sqlite3", out / "node.sqlite3", atrest.keyring_for(data).db_key)
                 made.append((out, frozenset(receipted)))
 
     def on_open() -> None:
@@ -272,7 +317,10 @@ async def _blob_power_loss(tmp: Path, seeds: int, *, fsync_files: bool = True) -
     fs.point("end")
     tally = Tally(points=fs.points, variants=fs.points * (len(VARIANTS) - 1 + seeds), images=len(made))
     for out, marks in made:
-        problems = await _check_blob_image(out, marks)
+        try:
+            problems = await _check_blob_image(out, marks)
+        finally:
+            atrest.forget(out)
         if problems:
             tally.failures[out.name] = problems
         shutil.rmtree(out)
@@ -281,25 +329,29 @@ async def _blob_power_loss(tmp: Path, seeds: int, *, fsync_files: bool = True) -
 
 async def _check_blob_image(out: Path, receipted: frozenset[str]) -> list[str]:
     problems: list[str] = []
-    store = await Store.open(out / "node.sqlite3")
+    store = await Store.open(out / "node.sqlite3")  # keyed by the node's keyring placed in ``out``
     try:
-        blobs = BlobStore(out, low_disk_bytes=0)
+        blobs = BlobStore(out, low_disk_bytes=0, keyring=atrest.unlock(out))
         async with store.write() as db:  # the node's startup sweep (node.devices)
             report = await blobs.sweep(db)
         problems += [f"registered blob {sha} has no file" for sha in report.missing]
         if any(blobs.tmp_dir.iterdir()):
             problems.append("a temp file survived the sweep")
         present = {r[0] for r in await store.fetchall("SELECT code FROM dossiers")}
-        registered = {r[0] for r in await store.fetchall("SELECT sha256 FROM blobs")}
+        rows = await store.fetchall("SELECT sha256, size FROM blobs")
     finally:
         await store.close()
-    raw = sqlite3.connect(out / "node.sqlite3")
-    try:
-        check_blobs(raw, out)  # every registered blob whole (hash)
-    except AssertionError as exc:
-        problems.append(str(exc))
-    finally:
-        raw.close()
+    registered = {r[0] for r in rows}
+    for sha, size in rows:  # every registered blob whole: read through the decrypting reader
+        if sha in report.missing:
+            continue
+        try:
+            plain = blobs.read_bytes(sha)  # authenticates every chunk, then checks the SHA-256
+        except (BlobNotFound, BlobCorrupt) as exc:  # BlobAuthFailed is a BlobCorrupt
+            problems.append(f"registered blob {sha} is torn: {type(exc).__name__}")
+            continue
+        if len(plain) != size:
+            problems.append(f"registered blob {sha} is torn: {len(plain)} bytes, registered {size}")
     for mark in receipted - {INIT}:
         if mark.startswith(SCAN):
             if mark[len(SCAN) :] not in registered:
@@ -334,5 +386,7 @@ async def _blob_figures(tmp_path: Path, figures, seeds: int) -> None:  # type: i
 async def test_power_loss_harness_finds_a_blob_store_without_fsync(tmp_path: Path) -> None:
     """Negative control: a blob store that never fsyncs its files registers blobs that power loss tears."""
     tally = await _blob_power_loss(tmp_path, 1, fsync_files=False)
-    torn = [p for problems in tally.failures.values() for p in problems if "blob" in p]
+    torn = [p for problems in tally.failures.values() for p in problems if "is torn" in p]
     assert torn, "a blob store without fsync lost nothing: the harness cannot see a torn blob"
+    # a torn ciphertext is refused by the decrypting reader (GCM tag), not read as some plaintext
+    assert all("BlobAuthFailed" in p or "bytes, registered" in p for p in torn), torn

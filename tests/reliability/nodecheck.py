@@ -13,6 +13,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from node.blobs import BlobStore
+from node.errors import BlobCorrupt
 from node.journal import validate_local_body
 from node.store import Store
 from node.verify import verify_node
@@ -35,6 +37,12 @@ def _tables(db: sqlite3.Connection) -> set[str]:
     return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
+def _blobs(data: Path) -> BlobStore:
+    from node import atrest
+
+    return BlobStore(data, keyring=atrest.unlock(data), low_disk_bytes=0)
+
+
 def check_blobs(db: sqlite3.Connection, data: Path) -> int:
     """Every registered blob has its complete file (hash checked): none is half-registered."""
     if "blobs" not in _tables(db):
@@ -43,7 +51,10 @@ def check_blobs(db: sqlite3.Connection, data: Path) -> int:
     for sha, size in db.execute("SELECT sha256, size FROM blobs"):
         path = data / "blobs" / "sha256" / sha[:2] / sha
         assert path.is_file(), f"blob {sha} registered without its file (half-registered)"
-        blob = path.read_bytes()
+        try:  # blobs are AES-GCM at rest: read through the node's decrypting, authenticating reader
+            blob = _blobs(data).read_bytes(sha)
+        except BlobCorrupt as exc:
+            raise AssertionError(f"blob {sha} is torn: {exc}") from None
         assert len(blob) == size and hashlib.sha256(blob).hexdigest() == sha, f"blob {sha} is torn"
         count += 1
     return count

@@ -8,7 +8,8 @@ listing every member's SHA-256 and size); the code is duplicated from ``node/bac
   the hub serves;
 - ``blobs/sha256/..`` (complete scans, checked against their names while they stream) and
   ``blobs/chunks/<sha>/<i>`` (chunks of uploads in progress);
-- ``central.toml`` if present; ``hub.key`` only with ``--with-key``. Without it, the restore needs the
+- ``central.toml`` if present; ``hub.key`` (and ``web-mfa.key``, which seals the admins' TOTP secrets) only
+  with ``--with-key``. Without it, the restore needs the
   key from its offline copy (``--key FILE``), and checks it is the key that signed this hub's logs.
 
 Restore puts everything in an empty folder, then reconciles uploads in progress: a chunk row whose file
@@ -43,6 +44,7 @@ FORMAT = "motcua-backup/1"
 MANIFEST_NAME = "MANIFEST.json"
 DB_NAME = "hub.sqlite3"
 KEY_NAME = "hub.key"
+MFA_KEY_NAME = "web-mfa.key"  # central.mfa.KEY_FILE: seals the admins' TOTP secrets; a secret like hub.key
 _BLOB_RE = re.compile(r"blobs/sha256/([0-9a-f]{2})/([0-9a-f]{64})")
 _CHUNK_RE = re.compile(r"blobs/chunks/([0-9a-f]{64})/(\d{1,6})")
 _COPY = 1 << 20
@@ -176,6 +178,8 @@ def create_backup(
             members.append((CONFIG_FILE, data_dir / CONFIG_FILE))
         if with_key:
             members.append((KEY_NAME, data_dir / KEY_NAME))
+            if (data_dir / MFA_KEY_NAME).exists():  # without it, restored admins need `user mfa-reset`
+                members.append((MFA_KEY_NAME, data_dir / MFA_KEY_NAME))
         members.extend(_blob_files(data_dir / "blobs"))
 
         def write(handle: BinaryIO) -> None:
@@ -205,7 +209,7 @@ def _allowed(name: str) -> bool:
     path = PurePosixPath(name)
     if path.is_absolute() or ".." in path.parts or str(path) != name:
         return False
-    return name in (DB_NAME, CONFIG_FILE, KEY_NAME) or bool(
+    return name in (DB_NAME, CONFIG_FILE, KEY_NAME, MFA_KEY_NAME) or bool(
         _BLOB_RE.fullmatch(name) or _CHUNK_RE.fullmatch(name)
     )
 
@@ -317,12 +321,14 @@ def restore_backup(
             raise BackupError(f"the key given ({key[:12]}…) is not the key of this hub ({signed_with[:12]}…)")
         (staging / "blobs").mkdir(exist_ok=True)
         _reconcile_chunks(staging / DB_NAME, staging / "blobs")
-        for name in ("blobs", DB_NAME, CONFIG_FILE, KEY_NAME):  # the key last: a folder without it is no hub
+        if (staging / MFA_KEY_NAME).exists():
+            os.chmod(staging / MFA_KEY_NAME, 0o600)
+        for name in ("blobs", DB_NAME, CONFIG_FILE, MFA_KEY_NAME, KEY_NAME):  # the key last: no key, no hub
             if (staging / name).exists():
                 os.replace(staging / name, data_dir / name)
         _fsync_dir(data_dir)
     except BaseException:
-        for name in ("blobs", DB_NAME, CONFIG_FILE, KEY_NAME):
+        for name in ("blobs", DB_NAME, CONFIG_FILE, MFA_KEY_NAME, KEY_NAME):
             target = data_dir / name
             if target.is_dir():
                 shutil.rmtree(target, ignore_errors=True)

@@ -108,10 +108,19 @@ async def test_with_key_and_damage_detection(tmp_path: Path) -> None:
     assert not (tmp_path / "x.tar").exists()
     shutil.rmtree(hub_dir / "blobs" / "sha256" / sha[:2])
     archive = tmp_path / "k.tar"
+    from central.mfa import load_wrap_key
+
+    load_wrap_key(hub_dir)  # what the first admin's TOTP enrolment makes
     manifest = create_backup(hub_dir, archive, with_key=True)
     assert manifest.with_key
     restore_backup(archive, tmp_path / "ok")
     assert (tmp_path / "ok" / "hub.key").read_bytes() == (hub_dir / "hub.key").read_bytes()
+    from central.backup import MFA_KEY_NAME
+    from central.mfa import KEY_FILE
+
+    assert MFA_KEY_NAME == KEY_FILE  # the admins' TOTP secrets stay readable after a restore
+    assert (tmp_path / "ok" / KEY_FILE).read_bytes() == (hub_dir / KEY_FILE).read_bytes()
+    assert (tmp_path / "ok" / KEY_FILE).stat().st_mode & 0o077 == 0
     with pytest.raises(BackupError, match="not empty"):
         restore_backup(archive, tmp_path / "ok")
     data = bytearray(archive.read_bytes())

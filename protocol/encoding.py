@@ -87,7 +87,7 @@ def _check(value: object, depth: int) -> bool:
             if not isinstance(key, str):
                 raise InvalidJSON(f"object key {key!r} is not a string")
             _check_str(key)
-            if not astral and any(ord(c) > 0xFFFF for c in key):
+            if not astral and not key.isascii() and max(key) > "\uffff":  # C-speed; most keys are ASCII
                 astral = True
             if _check(item, depth + 1):
                 astral = True

@@ -199,10 +199,9 @@ class NodeProc:
         re-read at every clock call (the clock can be moved while the process runs)."""
         argv = [*_script("node"), "serve", "--data", str(self.data), "--listen", f"127.0.0.1:{self.port}"]
         env = {}
-        if fake is not None:
-            assert FAKETIME is not None
-            env = {"FAKETIME_DONT_FAKE_MONOTONIC": "1"}
-            argv = [FAKETIME, "-f", fake, *argv]
+        if fake is not None:  # libfaketime preloaded into the server itself: the `faketime` wrapper runs
+            # it as a child, which survived the wrapper's SIGTERM/SIGKILL (leaked `serve` processes)
+            env = {"LD_PRELOAD": libfaketime(), "FAKETIME": fake, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
         elif fake_file is not None:  # the wrapper would set FAKETIME, which wins over the file
             env = {
                 "LD_PRELOAD": libfaketime(),
